@@ -1,0 +1,205 @@
+"""Download BBBC006 z-planes from the Broad: resumable, verified, extracted atomically.
+
+Each plane is one zip (``BBBC006_v1_images_z_XX.zip``, both channels, ~400 MB). Downloads
+resume with HTTP Range after an interruption; a finished zip is checked against the
+server's size and, once known, against the sha256 kept in ``.downloads/manifest.json``;
+extraction goes to a temporary folder renamed into place, so a plane folder either is
+complete or does not exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from refocus.data.bbbc006 import BROAD_URL, CHANNELS, N_PLANES, PLANE_RE
+from refocus.errors import RefocusError
+
+CHUNK = 1 << 20
+COMPLETE_MARKER = ".complete.json"
+
+
+def plane_folder_name(z: int) -> str:
+    return f"BBBC006_v1_images_z_{z:02d}"
+
+
+def _open(url: str, start: int = 0, timeout: float = 30.0):  # noqa: ANN202 (urllib response)
+    request = urllib.request.Request(url, headers={"Range": f"bytes={start}-"} if start else {})
+    try:
+        return urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416:  # range past the end: the file is already whole
+            return None
+        raise RefocusError(url, f"server answered HTTP {exc.code} {exc.reason}") from exc
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise RefocusError(
+            url,
+            f"cannot reach the server ({reason}); are you offline? Download BBBC006 on a "
+            "connected machine with `refocus download bbbc006` and copy the folder here.",
+        ) from exc
+
+
+def _total_size(response, start: int) -> int | None:  # noqa: ANN001
+    content_range = response.headers.get("Content-Range")
+    if content_range and "/" in content_range:
+        total = content_range.rsplit("/", 1)[1]
+        return int(total) if total.isdigit() else None
+    length = response.headers.get("Content-Length")
+    if length is None:
+        return None
+    return int(length) + (start if response.status == 206 else 0)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _Manifest:
+    """sha256 and size of every zip fully downloaded once, to verify later copies."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.entries: dict[str, dict[str, object]] = (
+            json.loads(path.read_text()) if path.is_file() else {}
+        )
+
+    def record(self, name: str, size: int, sha256: str) -> None:
+        self.entries[name] = {"size": size, "sha256": sha256}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.entries, indent=2, sort_keys=True))
+        tmp.replace(self.path)
+
+
+def fetch(url: str, target: Path, progress: Progress, manifest: _Manifest) -> Path:
+    """Download ``url`` to ``target``, resuming a ``.part`` file left by an earlier try."""
+    if target.is_file() and target.name in manifest.entries:
+        return target
+    part = target.with_name(target.name + ".part")
+    start = part.stat().st_size if part.is_file() else 0
+    response = _open(url, start)
+    if response is None:
+        total = start
+    else:
+        if start and response.status != 206:  # server ignored Range: start over
+            start = 0
+        total = _total_size(response, start)
+        task = progress.add_task(target.name, total=total, completed=start)
+        with response, part.open("ab" if start else "wb") as out:
+            for block in iter(lambda: response.read(CHUNK), b""):
+                out.write(block)
+                progress.advance(task, len(block))
+    size = part.stat().st_size
+    if total is not None and size != total:
+        raise RefocusError(
+            part, f"incomplete download: {size} of {total} bytes (run again to resume)"
+        )
+    digest = _sha256(part)
+    known = manifest.entries.get(target.name)
+    if known and known["sha256"] != digest:
+        part.unlink()
+        raise RefocusError(url, "checksum differs from the manifest; the damaged file was removed")
+    part.replace(target)
+    manifest.record(target.name, size, digest)
+    return target
+
+
+def extract_plane(zip_path: Path, dest: Path, z: int, channels: Sequence[str]) -> Path:
+    """Extract the requested channels of one plane into ``dest/BBBC006_v1_images_z_XX``."""
+    final = dest / plane_folder_name(z)
+    tmp = dest / f".{final.name}.extracting"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            names = []
+            for info in archive.infolist():
+                name = Path(info.filename).name
+                m = PLANE_RE.match(name)
+                if info.is_dir() or m is None or f"w{m['channel']}" not in channels:
+                    continue
+                with archive.open(info) as src, (tmp / name).open("wb") as out:
+                    shutil.copyfileobj(src, out, CHUNK)
+                names.append(name)
+    except zipfile.BadZipFile as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        zip_path.unlink(missing_ok=True)
+        raise RefocusError(zip_path, f"not a valid zip ({exc}); removed, run again") from exc
+    if not names:
+        shutil.rmtree(tmp)
+        raise RefocusError(zip_path, f"holds no BBBC006 images of channel(s) {', '.join(channels)}")
+    (tmp / COMPLETE_MARKER).write_text(
+        json.dumps({"channels": sorted(channels), "files": len(names)})
+    )
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    return final
+
+
+def plane_complete(dest: Path, z: int, channels: Sequence[str]) -> bool:
+    marker = dest / plane_folder_name(z) / COMPLETE_MARKER
+    if not marker.is_file():
+        return False
+    return set(channels) <= set(json.loads(marker.read_text())["channels"])
+
+
+def download_bbbc006(
+    dest: str | Path,
+    z_values: Iterable[int] = (1, 5, 10, 16, 32),
+    channels: Sequence[str] = ("w1",),
+    base_url: str = BROAD_URL,
+    keep_zips: bool = False,
+) -> list[Path]:
+    """Download and extract the given planes; planes already complete are skipped."""
+    dest = Path(dest)
+    for channel in channels:
+        if channel not in CHANNELS:
+            raise RefocusError(
+                None, f"unknown channel {channel!r} (BBBC006 has {', '.join(CHANNELS)})"
+            )
+    z_values = sorted(set(z_values))
+    for z in z_values:
+        if not 0 <= z < N_PLANES:
+            raise RefocusError(None, f"z={z} outside BBBC006's planes 0..{N_PLANES - 1}")
+    cache = dest / ".downloads"
+    cache.mkdir(parents=True, exist_ok=True)
+    manifest = _Manifest(cache / "manifest.json")
+    folders = []
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, transient=False) as progress:
+        for z in z_values:
+            if plane_complete(dest, z, channels):
+                folders.append(dest / plane_folder_name(z))
+                continue
+            url = base_url.format(z=z)
+            zip_path = fetch(url, cache / f"{plane_folder_name(z)}.zip", progress, manifest)
+            folders.append(extract_plane(zip_path, dest, z, channels))
+            if not keep_zips:
+                zip_path.unlink()
+    return folders

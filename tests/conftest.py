@@ -1,0 +1,70 @@
+"""Shared fixtures: the shipped real sample, and BBBC006-layout folders built from it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from scipy import ndimage
+
+from refocus.io import read_plane
+from refocus.samples import in_focus_paths, sample_dir, z00_paths
+
+
+@pytest.fixture(scope="session")
+def sample_root() -> Path:
+    return sample_dir()
+
+
+@pytest.fixture(scope="session")
+def in_focus_images() -> list[np.ndarray]:
+    """The 8 real best-focus fields as uint16 arrays."""
+    return [read_plane(p) for p in in_focus_paths()]
+
+
+@pytest.fixture(scope="session")
+def z00_files() -> list[Path]:
+    return z00_paths()
+
+
+def write_bbbc006_layout(
+    root: Path,
+    images: Sequence[np.ndarray],
+    wells: Sequence[str],
+    z_values: Sequence[int] = (1, 5, 10, 16),
+    channel: str = "w1",
+) -> Path:
+    """Write real in-focus pixels as z=16 and blurred copies as other planes, named exactly
+    as the Broad does (fresh uuid per file, so pairing by name would fail)."""
+    for z in z_values:
+        folder = root / f"BBBC006_v1_images_z_{z:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for image, well in zip(images, wells, strict=True):
+            sigma = abs(z - 16) * 0.4
+            plane = ndimage.gaussian_filter(image.astype(np.float32), sigma) if sigma else image
+            name = f"mcf-z-stacks-03212011_{well}_s1_{channel}{uuid.uuid4()}.tif"
+            tifffile.imwrite(folder / name, np.asarray(plane).astype(np.uint16))
+    return root
+
+
+@pytest.fixture
+def make_bbbc006(tmp_path: Path, in_focus_images: list[np.ndarray]) -> Callable[..., Path]:
+    """Factory: a BBBC006-layout folder from the real sample (8 fields = 8 wells)."""
+
+    def make(
+        z_values: Sequence[int] = (1, 5, 10, 16),
+        n_fields: int = 8,
+        crop: int | None = None,
+        channel: str = "w1",
+    ) -> Path:
+        images = in_focus_images[:n_fields]
+        if crop:
+            images = [im[:crop, :crop] for im in images]
+        wells = [f"b{i + 2:02d}" for i in range(len(images))]
+        return write_bbbc006_layout(tmp_path / "bbbc006", images, wells, z_values, channel)
+
+    return make
