@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from rich.console import Console
 from scipy import ndimage
 
 from refocus.io import read_plane
@@ -68,3 +69,23 @@ def make_bbbc006(tmp_path: Path, in_focus_images: list[np.ndarray]) -> Callable[
         return write_bbbc006_layout(tmp_path / "bbbc006", images, wells, z_values, channel)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(
+    tmp_path_factory: pytest.TempPathFactory, in_focus_images: list[np.ndarray]
+) -> Path:
+    """A real model file (resnet18, random init, L1) trained for a few steps on the sample's
+    pixels by ``refocus.train``, for tests that need a model rather than a good one."""
+    from refocus.train import TrainConfig, last_path, train
+
+    root = tmp_path_factory.mktemp("tiny_model")
+    images = [im[:192, :192] for im in in_focus_images]
+    data = write_bbbc006_layout(root / "data", images, [f"c{i + 2:02d}" for i in range(8)])
+    config = TrainConfig(
+        data=str(data), out=str(root / "model.pt"), arch="resnet18", weights=None,
+        loss="l1", size=64, batch=4, epochs=1, input_z=[5, 10], crops_per_pair=1, val_crops=1,
+    )
+    result = train(config, Console(quiet=True))
+    last_path(result.out).unlink()  # the checkpoint (weights + optimizer) is not needed
+    return result.out

@@ -1,0 +1,67 @@
+"""``refocus evaluate``: score a model against classical baselines and write a report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from refocus.cli.app import app, console
+from refocus.errors import RefocusError
+
+DEFAULT_Z = (1, 5, 10, 32)
+
+
+def parse_z(values: list[str] | None, extra: list[str]) -> list[int]:
+    """``--input-z 1 5 10 32``, ``--input-z 1,5`` or a repeated option, all as z integers.
+
+    Click options take one value each, so the numbers after the first arrive as extra
+    arguments; anything else left over is a mistake worth naming.
+    """
+    if values is None:
+        if extra:
+            raise RefocusError(None, f"unexpected argument {extra[0]!r}")
+        return list(DEFAULT_Z)
+    tokens = [t for v in [*values, *extra] for t in v.replace(",", " ").split()]
+    try:
+        return [int(t) for t in tokens]
+    except ValueError:
+        bad = next(t for t in tokens if not t.lstrip("-").isdigit())
+        raise RefocusError(None, f"--input-z takes plane numbers; got {bad!r}") from None
+
+
+@app.command("evaluate", context_settings={"allow_extra_args": True})
+def evaluate_cmd(
+    ctx: typer.Context,
+    model: Path = typer.Argument(..., help="Trained model file (model.pt)."),
+    data: Path = typer.Option(..., "--data", help="Data folder (BBBC006 or input/ + target/)."),
+    layout: str = typer.Option("bbbc006", help="bbbc006 or pairs."),
+    input_z: list[str] | None = typer.Option(
+        None, "--input-z", help="Defocused planes to score (default: 1 5 10 32)."),
+    target_z: int = typer.Option(16, "--target-z", help="In-focus plane used as the target."),
+    split: str = typer.Option("test", help="train, val, test or all (split by well, seeded)."),
+    out: Path = typer.Option(..., "--out", help="Folder for metrics.csv/json, report.html."),
+    second_model: Path | None = typer.Option(
+        None, "--second-model", help="Another model file to compare (e.g. an L1-trained U-Net)."),
+    unpaired: Path | None = typer.Option(
+        None, "--unpaired", help="Folder of defocused images without targets (focus score)."),
+    max_fields: int | None = typer.Option(
+        None, help="Score at most this many fields (and unpaired images)."),
+    seed: int | None = typer.Option(
+        None, help="Split seed (default: the one stored in the model file)."),
+    device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: best)."),
+    overwrite: bool = typer.Option(False, help="Replace outputs that exist already."),
+) -> None:
+    """Compare the model with identity, Richardson-Lucy and Wiener on the same fields."""
+    from refocus.evaluate import evaluate
+
+    result = evaluate(
+        model, data, layout, parse_z(input_z, ctx.args), target_z, split, out, second_model,
+        unpaired=unpaired, seed=seed, max_fields=max_fields, device=device, overwrite=overwrite,
+    )
+    for record in result.summary["paired"]:
+        z = "-" if record["z"] is None else record["z"]
+        console.print(f"z={z:>2}  {record['method']:<16} PSNR {record['psnr']['mean']:6.2f}  "
+                      f"SSIM {record['ssim']['mean']:.3f}  nuclei F1 "
+                      f"{record['nuclei_f1']['mean']:.3f}", highlight=False)
+    console.print(f"report: {result.files['report']}", highlight=False)

@@ -1,0 +1,166 @@
+"""One file per model (``model.pt``): everything needed to use it and to know where it came from.
+
+The file is a dict of tensors and plain data (dict, list, str, int, float, bool, None),
+read back with ``torch.load(weights_only=True)``: opening a model someone sent you can never
+run code. Architecture, normalisation, training settings, data provenance and the metrics
+history travel with the weights, so predictions normalise exactly as training did and a
+result can always be traced to its data.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from refocus.data.normalize import PercentileNormalizer
+from refocus.errors import RefocusError
+from refocus.io import atomic_output
+from refocus.model import build_unet
+
+FORMAT = "refocus-model"
+VERSION = 1
+_PLAIN = (str, int, float, bool, type(None))
+_REQUIRED = ("arch", "normalizer", "train_config", "provenance", "history", "state_dict")
+
+
+@dataclass
+class LoadedModel:
+    """A model file's network (in eval mode) and its metadata."""
+
+    model: nn.Module
+    arch: dict[str, Any]
+    normalizer: PercentileNormalizer
+    train_config: dict[str, Any]
+    provenance: dict[str, Any]
+    history: list[dict[str, Any]]
+
+
+def _check_plain(value: object, where: str) -> None:
+    """Refuse (at save time) anything ``weights_only`` loading would refuse later."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if type(k) not in (str, int):
+                raise TypeError(f"{where}: key {k!r} is not a str or int")
+            _check_plain(v, f"{where}.{k}")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]")
+    elif type(value) not in _PLAIN and not isinstance(value, torch.Tensor):
+        # exact types: a str or float subclass (TorchVersion, np.float64) is pickled as a class
+        raise TypeError(f"{where}: {type(value).__name__} is not plain data")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside a DistributedDataParallel (or compiled) wrapper."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
+
+
+def save_model(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    *,
+    arch: dict[str, Any],
+    normalizer: PercentileNormalizer,
+    train_config: dict[str, Any],
+    provenance: dict[str, Any],
+    history: list[dict[str, Any]],
+    overwrite: bool = False,
+    training_state: dict[str, Any] | None = None,
+) -> Path:
+    """Write the model file atomically; ``training_state`` (optimizer, scheduler, RNG,
+    position) makes it a checkpoint that ``refocus train --resume`` continues from."""
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "arch": dict(arch),
+        "normalizer": normalizer.to_dict(),
+        "train_config": dict(train_config),
+        "provenance": dict(provenance),
+        "history": [dict(h) for h in history],
+        "state_dict": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()},
+    }
+    if training_state is not None:
+        payload["training_state"] = training_state
+    return _write(path, payload, overwrite)
+
+
+def _write(path: str | os.PathLike[str], payload: dict[str, Any], overwrite: bool) -> Path:
+    _check_plain(payload, "model file")
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def replace_history(path: str | os.PathLike[str], history: list[dict[str, Any]]) -> None:
+    """Rewrite a model file with a longer metrics history, weights untouched (the best
+    epoch's file is written mid-run; the run's whole history is known only at its end)."""
+    payload = read_model_file(path)
+    payload["history"] = [dict(h) for h in history]
+    _write(path, payload, overwrite=True)
+
+
+def _unsafe_globals(path: Path) -> list[str]:
+    """The classes/functions a ``torch.save`` file would import, read without running any."""
+    try:
+        return torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # not a torch zip file at all
+        return []
+
+
+def read_model_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The checked contents of a model file (tensors on the CPU)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RefocusError(path, "model file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        unsafe = _unsafe_globals(path)
+        if unsafe:
+            raise RefocusError(
+                path,
+                f"refused: the file holds pickled Python objects ({', '.join(unsafe[:3])}), and "
+                "a model file may only hold tensors and plain data (loading it could run code)",
+            ) from exc
+        raise RefocusError(path, f"not a refocus model file ({exc})") from exc
+    except Exception as exc:  # truncated or foreign files raise many types
+        raise RefocusError(
+            path, f"not a refocus model file ({type(exc).__name__}: {exc})"
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise RefocusError(path, "not a refocus model file (no refocus header)")
+    if payload.get("version") != VERSION:
+        raise RefocusError(
+            path, f"model file version {payload.get('version')!r}; this refocus reads {VERSION}"
+        )
+    missing = [k for k in _REQUIRED if k not in payload]
+    if missing:
+        raise RefocusError(path, f"damaged model file: missing {', '.join(missing)}")
+    return payload
+
+
+def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the network of a model file on ``device``, in eval mode."""
+    payload = read_model_file(path)
+    arch = payload["arch"]
+    try:
+        model = build_unet(arch["arch"], weights=None, self_attention=arch["self_attention"])
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        raise RefocusError(path, f"damaged model file: weights do not fit {arch!r}") from exc
+    return LoadedModel(
+        model=model.to(device).eval(),
+        arch=arch,
+        normalizer=PercentileNormalizer(**payload["normalizer"]),
+        train_config=payload["train_config"],
+        provenance=payload["provenance"],
+        history=payload["history"],
+    )

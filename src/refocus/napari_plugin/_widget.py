@@ -1,0 +1,121 @@
+"""The *Refocus* dock widget: model file + image layer in, refocused layer out.
+
+Prediction runs in a worker thread (napari's ``thread_worker``) so the viewer stays
+responsive; the worker reports progress plane by plane and the result arrives as a new
+layer beside the original, with the same scale and position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, SpinBox
+
+if TYPE_CHECKING:
+    import napari
+
+    from refocus.predict import Refocuser
+
+Progress = tuple[int, int]
+
+
+def refocus_planes(
+    refocuser: Refocuser, data: np.ndarray, tile: int, overlap: int | None = None
+) -> Generator[Progress, None, np.ndarray]:
+    """Refocus every 2-D plane of ``data`` (last two axes Y, X), yielding (done, total).
+
+    Plane by plane keeps memory flat for long stacks and gives the progress bar real steps;
+    each plane is predicted in ``tile``-pixel tiles. Returns an array shaped like ``data``.
+    """
+    data = np.asarray(data)
+    if data.ndim < 2:
+        raise ValueError(f"layer data of shape {data.shape} has no Y and X axes")
+    out = np.empty_like(data)
+    leading = list(np.ndindex(data.shape[:-2]))
+    yield 0, len(leading)
+    for done, index in enumerate(leading, start=1):
+        out[index] = refocuser.predict(data[index], tile=tile, overlap=overlap)
+        yield done, len(leading)
+    return out
+
+
+class RefocusWidget(Container):
+    """Choose a model file and an image layer; *Refocus* adds ``<layer> refocused``."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        self._viewer = viewer
+        self._loaded: tuple[tuple[Path, int], Refocuser] | None = None
+        self.model_file = FileEdit(label="Model file", mode="r", filter="*.pt")
+        # napari calls reset_choices when layers change; the list comes from our viewer
+        self.image_layer = ComboBox(label="Image", choices=self._image_layers)
+        self.tile = SpinBox(label="Tile (px)", value=512, min=64, max=4096, step=32,
+                            tooltip="Tile size; smaller tiles use less memory.")
+        self.run_button = PushButton(text="Refocus")
+        self.progress = ProgressBar(label="Progress", value=0, min=0, max=1)
+        self.status = Label(value="Choose a model file and an image layer.")
+        super().__init__(widgets=[self.model_file, self.image_layer, self.tile,
+                                  self.run_button, self.progress, self.status])
+        self.run_button.changed.connect(self.start)
+        self.worker: Any = None
+
+    def _image_layers(self, _widget: object = None) -> list[tuple[str, Any]]:
+        from napari.layers import Image
+
+        return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image)]
+
+    def _refocuser(self, path: Path) -> Refocuser:
+        """Load the model once per file version; reloading costs seconds per click."""
+        from refocus.predict import Refocuser
+
+        key = (path.resolve(), path.stat().st_mtime_ns)
+        if self._loaded is None or self._loaded[0] != key:
+            self._loaded = (key, Refocuser.from_file(path))
+        return self._loaded[1]
+
+    def start(self) -> None:
+        """Refocus the chosen layer in a worker thread (the button's action)."""
+        from napari.qt.threading import thread_worker
+
+        layer = self.image_layer.value
+        path = self.model_file.value
+        if layer is None or not path or not Path(path).is_file():
+            self.status.value = "Choose an existing model file and an image layer first."
+            return
+        if layer.rgb or layer.multiscale:
+            kind = "RGB" if layer.rgb else "multiscale"
+            self.status.value = f"{layer.name} is {kind}; refocus needs a single grey image."
+            return
+        tile = self.tile.value  # read widgets here, in the GUI thread
+
+        def job() -> Generator[Progress, None, np.ndarray]:
+            refocuser = self._refocuser(Path(path))
+            return (yield from refocus_planes(refocuser, np.asarray(layer.data), tile))
+
+        self.run_button.enabled = False
+        self.status.value = f"Refocusing {layer.name}..."
+        worker = thread_worker(job, start_thread=False)()
+        worker.yielded.connect(self._on_progress)
+        worker.returned.connect(lambda data: self._on_done(layer, data))
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(lambda: setattr(self.run_button, "enabled", True))
+        self.worker = worker
+        worker.start()
+
+    def _on_progress(self, progress: Progress) -> None:
+        done, total = progress
+        # one plane has no steps to show: a busy bar (max 0) until it is done
+        self.progress.max = 0 if total == 1 and done == 0 else max(total, 1)
+        self.progress.value = done
+
+    def _on_done(self, layer: napari.layers.Image, data: np.ndarray) -> None:
+        self._viewer.add_image(
+            data, name=f"{layer.name} refocused", scale=layer.scale, translate=layer.translate,
+            colormap=layer.colormap,
+        )
+        self.status.value = f"Done: added '{layer.name} refocused'."
+
+    def _on_error(self, exc: Exception) -> None:
+        self.status.value = f"Failed: {exc}"
