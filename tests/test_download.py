@@ -123,3 +123,19 @@ def test_bad_arguments(tmp_path: Path):
         download_bbbc006(tmp_path, [1], ["w9"])
     with pytest.raises(RefocusError, match="z=40 outside"):
         download_bbbc006(tmp_path, [40])
+
+
+def test_cli_takes_several_planes_and_channels(server, tmp_path, monkeypatch):
+    import refocus.data.download as download_mod
+    from refocus.cli import main
+
+    url, _ = server
+    real = download_mod.download_bbbc006
+    monkeypatch.setattr(
+        download_mod, "download_bbbc006", lambda *a, **k: real(*a, **k, base_url=url)
+    )
+    main(
+        ["download", "bbbc006", "--dest", str(tmp_path), "--z", "1", "16", "--channel", "w1", "w2"]
+    )
+    index = scan_bbbc006(tmp_path)
+    assert index.z_values == [1, 16] and index.channels == ["w1", "w2"]

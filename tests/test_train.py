@@ -15,9 +15,10 @@ from rich.console import Console
 
 import refocus.train as train_module
 from refocus.cli import main
+from refocus.device import select_device
 from refocus.errors import RefocusError
 from refocus.modelfile import load_model, read_model_file
-from refocus.train import TrainConfig, autocast_dtype, last_path, select_device, train
+from refocus.train import TrainConfig, autocast_dtype, last_path, train
 
 QUIET = Console(quiet=True)
 

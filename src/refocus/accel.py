@@ -3,19 +3,21 @@
 Every variant is a callable mapping a float32 ``(N, 1, H, W)`` tensor on the device to a
 float32 tensor of the same shape, so prediction code does not care which one it got.
 ``benchmarks/bench.py`` measures them all side by side; :data:`DEFAULT_VARIANT` keeps what
-won there (medians, see ``docs/performance.md``):
+won there (medians; tables in ``docs/performance.md``):
 
-- CPU (2 cores, AVX-512 with bf16, torch 2.14.1): **bf16 autocast** in channels_last
-  layout is the fastest: about 2.0x eager fp32 for resnet34 and 1.9x for resnet18 on
-  520x696, and still about 1.7x on a tiled 2048x2048 frame, with a max abs difference
-  of about 1e-2 (on a 0..1 image) from eager fp32. fp32 channels_last is about
-  1.1x; ONNX Runtime about 1.0x; ``torch.compile`` about 1.2x on whole frames once compiled,
-  but compiling takes minutes on 2 cores and recompiles for every new image size, which
-  per-file prediction of mixed sizes cannot amortise.
+- CPU (AMD EPYC with AVX-512 BF16, 2 cores shared with other work, torch 2.14.1), resnet34
+  on a real 520x696 field, per dedicated core: **bf16 autocast** (channels_last) 1.7x
+  eager fp32 on the whole image and 1.9x tiled, ready in 8 s; ONNX Runtime 1.7x whole
+  but 1.6x tiled, exact to 4e-4, but exporting takes 15 s per process; fp32 channels_last
+  1.0x; ``torch.compile`` recompiles for every image and tile size (minutes each on 2
+  cores), which prediction of mixed sizes cannot amortise. bf16 differs from fp32 by
+  about 2-3% of the output range (random weights; ``TOLERANCE`` allows 5%), so
+  ``mode="onnxruntime"`` or ``"eager"`` is there for exact fp32. On CPUs without
+  hardware bf16 (no AVX512-BF16 or AMX) oneDNN emulates it, so ``auto`` stays fp32 there.
 - CUDA: not measured yet (no GPU was lent when this was written). The default is fp16
-  autocast in channels_last with CUDA-graph replay, the variant that usually wins on
-  tensor-core GPUs for fixed-size convolutional inference; the numerics check below
-  falls back to eager fp32 if it ever disagrees. Rerun the benchmark on a GPU to confirm.
+  autocast in channels_last with CUDA-graph replay, the variant that usually wins for
+  fixed-size convolutional inference on tensor-core GPUs; the numerics check below falls
+  back to eager fp32 if it ever disagrees. Rerun the benchmark on a GPU to confirm.
 
 Reduced precision only changes the arithmetic inside the network, never what is read or
 written: inputs and outputs stay float32, and :func:`prepare_for_inference` compares a

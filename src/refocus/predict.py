@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from refocus.data.normalize import PercentileNormalizer
+from refocus.device import select_device
 from refocus.errors import RefocusError
 from refocus.formats import check_pixels
 from refocus.tiling import choose_tile, overlap_for_halo, predict_tiled
@@ -44,19 +45,6 @@ ALIGN = 32
 RECEPTIVE_MASS = 0.99
 #: Side of the probe image the receptive field is measured on (caps the halo at half).
 PROBE_SIZE = 256
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/``"auto"``: the GPU when there is one, else the CPU."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        chosen = torch.device(device)
-    except RuntimeError as exc:
-        raise RefocusError(None, f"unknown device {device!r} (use cpu, cuda or cuda:N)") from exc
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise RefocusError(None, f"device {device!r} asked for, but no CUDA GPU is available")
-    return chosen
 
 
 def flux_gain(image: np.ndarray, prediction: np.ndarray, lo: float, hi: float) -> float:
@@ -169,7 +157,7 @@ class Refocuser:
         source: str | os.PathLike[str] | None = None,
     ) -> None:
         self.device_request = None if device is None else str(device)
-        self.device = resolve_device(device)
+        self.device = select_device(device)
         self.model = model.to(self.device).eval()
         self.normalizer = normalizer or PercentileNormalizer()
         self.channels = tuple(channels)
@@ -190,7 +178,7 @@ class Refocuser:
         """
         from refocus.modelfile import load_model
 
-        loaded = load_model(path, device=resolve_device(device))
+        loaded = load_model(path, device=select_device(device))
         channels = loaded.train_config.get("channels") or ()
         if isinstance(channels, str):
             channels = (channels,)
@@ -209,7 +197,7 @@ class Refocuser:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state, _predictor=None, _lock=threading.Lock())
-        self.device = resolve_device(self.device_request)
+        self.device = select_device(self.device_request)
         self.model = self.model.to(self.device).eval()
 
     # --- sizes ---------------------------------------------------------------------

@@ -42,6 +42,7 @@ from refocus import metrics
 from refocus.data import PercentileNormalizer, build_pairs, split_pairs
 from refocus.data.bbbc006 import BEST_FOCUS_Z
 from refocus.data.dataset import CropDataset
+from refocus.device import select_device
 from refocus.errors import RefocusError
 from refocus.loss import LOSSES, build_loss
 from refocus.model import ARCHS, RefocusUNet, build_unet
@@ -137,25 +138,6 @@ def last_path(out: str | os.PathLike[str]) -> Path:
     """The last-epoch checkpoint beside the model file: ``model.pt`` -> ``model.last.pt``."""
     out = Path(out)
     return out.with_name(f"{out.stem}.last{out.suffix or '.pt'}")
-
-
-def select_device(name: str | None = None, local_rank: int = 0) -> torch.device:
-    """``name`` if given, else the first of CUDA (this process's GPU), MPS, CPU."""
-    if name:
-        try:
-            device = torch.device(name)
-        except RuntimeError as exc:
-            raise RefocusError(None, f"unknown device {name!r}") from exc
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise RefocusError(None, f"device {name!r} asked for but CUDA is not available")
-        if device.type == "mps" and not torch.backends.mps.is_available():
-            raise RefocusError(None, f"device {name!r} asked for but MPS is not available")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda", local_rank)
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:

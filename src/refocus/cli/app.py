@@ -7,6 +7,7 @@ line on stderr and exit code 2; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 import typer
 from rich.console import Console
@@ -30,6 +31,24 @@ def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
 ) -> None:
     _state["debug"] = debug
+
+
+def plane_numbers(
+    values: list[str] | None, extra: list[str], option: str, default: Sequence[int] = ()
+) -> list[int]:
+    """``--z 1 5 10 32``, ``--z 1,5`` or a repeated option, as plane numbers.
+
+    Click gives an option one value, so the numbers after the first arrive as extra
+    arguments (commands taking lists set ``allow_extra_args``); anything else left over is
+    a mistake worth naming.
+    """
+    if values is None and not extra:
+        return list(default)
+    tokens = [t for v in [*(values or []), *extra] for t in v.replace(",", " ").split()]
+    bad = [t for t in tokens if not t.lstrip("-").isdigit()]
+    if bad:
+        raise RefocusError(None, f"{option} takes plane numbers; got {bad[0]!r}")
+    return [int(t) for t in tokens]
 
 
 def main(argv: list[str] | None = None) -> None:

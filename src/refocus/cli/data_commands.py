@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from refocus.cli.app import app, console
+from refocus.cli.app import app, console, plane_numbers
 
 download_app = typer.Typer(help="Download public data sets.", no_args_is_help=True)
 app.add_typer(download_app, name="download")
@@ -40,15 +40,25 @@ def info(data: Path = typer.Argument(..., help="A data folder (BBBC006 layout)."
             )
 
 
-@download_app.command("bbbc006")
+@download_app.command("bbbc006", context_settings={"allow_extra_args": True})
 def download_bbbc006_cmd(
+    ctx: typer.Context,
     dest: Path = typer.Option(..., "--dest", help="Folder to put the z-plane folders in."),
-    z: list[int] = typer.Option([1, 5, 10, 16, 32], "--z", help="Planes to fetch (0..33)."),
-    channel: list[str] = typer.Option(["w1"], "--channel", help="w1 (Hoechst) and/or w2."),
+    z: list[str] | None = typer.Option(
+        None, "--z", help="Planes to fetch, e.g. --z 1 5 10 16 32 (the default)."
+    ),
+    channel: list[str] | None = typer.Option(
+        None, "--channel", help="w1 (Hoechst, the default) and/or w2 (phalloidin)."
+    ),
     keep_zips: bool = typer.Option(False, help="Keep the downloaded zip files."),
 ) -> None:
     """Download BBBC006 planes from the Broad (resumable; skips complete planes)."""
     from refocus.data.download import download_bbbc006
 
-    folders = download_bbbc006(dest, z, channel, keep_zips=keep_zips)
+    # `--z 1 5 --channel w1 w2`: the values after each option's first arrive as extras
+    extra_channels = [a for a in ctx.args if a.lower().startswith("w")]
+    extra_z = [a for a in ctx.args if a not in extra_channels]
+    planes = plane_numbers(z, extra_z, "--z", (1, 5, 10, 16, 32))
+    channels = [*(channel or []), *extra_channels] or ["w1"]
+    folders = download_bbbc006(dest, planes, channels, keep_zips=keep_zips)
     console.print(f"{len(folders)} plane folder(s) ready in {dest}")

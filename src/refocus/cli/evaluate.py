@@ -6,28 +6,9 @@ from pathlib import Path
 
 import typer
 
-from refocus.cli.app import app, console
-from refocus.errors import RefocusError
+from refocus.cli.app import app, console, plane_numbers
 
 DEFAULT_Z = (1, 5, 10, 32)
-
-
-def parse_z(values: list[str] | None, extra: list[str]) -> list[int]:
-    """``--input-z 1 5 10 32``, ``--input-z 1,5`` or a repeated option, all as z integers.
-
-    Click options take one value each, so the numbers after the first arrive as extra
-    arguments; anything else left over is a mistake worth naming.
-    """
-    if values is None:
-        if extra:
-            raise RefocusError(None, f"unexpected argument {extra[0]!r}")
-        return list(DEFAULT_Z)
-    tokens = [t for v in [*values, *extra] for t in v.replace(",", " ").split()]
-    try:
-        return [int(t) for t in tokens]
-    except ValueError:
-        bad = next(t for t in tokens if not t.lstrip("-").isdigit())
-        raise RefocusError(None, f"--input-z takes plane numbers; got {bad!r}") from None
 
 
 @app.command("evaluate", context_settings={"allow_extra_args": True})
@@ -55,8 +36,9 @@ def evaluate_cmd(
     """Compare the model with identity, Richardson-Lucy and Wiener on the same fields."""
     from refocus.evaluate import evaluate
 
+    planes = plane_numbers(input_z, ctx.args, "--input-z", DEFAULT_Z)
     result = evaluate(
-        model, data, layout, parse_z(input_z, ctx.args), target_z, split, out, second_model,
+        model, data, layout, planes, target_z, split, out, second_model,
         unpaired=unpaired, seed=seed, max_fields=max_fields, device=device, overwrite=overwrite,
     )
     for record in result.summary["paired"]:

@@ -7,17 +7,7 @@ from pathlib import Path
 
 import typer
 
-from refocus.cli.app import app, console
-from refocus.errors import RefocusError
-
-
-def _plane_numbers(first: list[int], extra: list[str]) -> list[int]:
-    """``--z 1 5 10 32``: click gives ``--z`` one value, the other numbers arrive as extras."""
-    try:
-        return [*first, *(int(t) for t in extra)]
-    except ValueError:
-        bad = next(t for t in extra if not t.lstrip("-").isdigit())
-        raise RefocusError(None, f"--z takes plane numbers; got {bad!r}") from None
+from refocus.cli.app import app, console, plane_numbers
 
 
 @app.command("simulate", context_settings={"allow_extra_args": True})
@@ -27,7 +17,7 @@ def simulate_cmd(
         ..., "--in-focus", help="Best-focus fields: the sample's in-focus/ or a z=16 folder."
     ),
     out: Path = typer.Option(..., "--out", help="Folder to write the BBBC006 layout into."),
-    z: list[int] = typer.Option(..., "--z", help="Planes to simulate, e.g. --z 1 5 10 32."),
+    z: list[str] = typer.Option(..., "--z", help="Planes to simulate, e.g. --z 1 5 10 32."),
     channel: str = typer.Option("w1", "--channel", help="Channel of the in-focus fields."),
     seed: int = typer.Option(0, "--seed", help="Seed for noise and file uuids."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace planes in a used --out."),
@@ -37,7 +27,7 @@ def simulate_cmd(
 
     from refocus.simulate import plan_simulation, simulate_bbbc006
 
-    planes = _plane_numbers(z, ctx.args)
+    planes = plane_numbers(z, ctx.args, "--z")
     plan = plan_simulation(in_focus, out, planes, channel=channel, seed=seed, overwrite=overwrite)
     start = time.perf_counter()
     with Progress(

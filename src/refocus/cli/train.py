@@ -7,8 +7,7 @@ from typing import Literal
 
 import typer
 
-from refocus.cli.app import app, console
-from refocus.cli.evaluate import parse_z
+from refocus.cli.app import app, console, plane_numbers
 from refocus.errors import RefocusError
 
 TRAIN_Z = (1, 5, 10)
@@ -73,7 +72,7 @@ def train_cmd(
 
     if no_pretrained and weights is not None:
         raise RefocusError(None, "--no-pretrained and --weights exclude each other")
-    z = parse_z(input_z, ctx.args) if input_z is not None or ctx.args else list(TRAIN_Z)
+    z = plane_numbers(input_z, ctx.args, "--input-z", TRAIN_Z)
     config = TrainConfig(
         data=str(data),
         out=str(out),
