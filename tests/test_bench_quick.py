@@ -80,7 +80,8 @@ def tiny_model(tiny_model_path: Path) -> torch.nn.Module:
     return load_model(tiny_model_path).model
 
 
-@pytest.mark.parametrize("variant", QUICK_VARIANTS)
+# onnxruntime is checked by the quick benchmark above (its export takes half a minute)
+@pytest.mark.parametrize("variant", [v for v in QUICK_VARIANTS if v != "onnxruntime"])
 def test_variant_agrees_with_eager_fp32(tiny_model: torch.nn.Module, variant: str) -> None:
     x = probe_image("cpu", (80, 112))  # not a multiple of 32: the padding path too
     eager = build_variant(tiny_model, "cpu", "eager")(x)
@@ -125,3 +126,13 @@ def test_cuda_is_skipped_cleanly_without_a_gpu() -> None:
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0
     assert "CUDA is not available" in proc.stdout
+
+
+def test_auto_without_onnxruntime_falls_back_by_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
+    import refocus.accel as accel
+
+    monkeypatch.setattr(accel, "onnxruntime_available", lambda: False)
+    expected = "bf16" if accel.cpu_has_native_bf16() else "eager"
+    assert default_variant("cpu") == expected
+    monkeypatch.setattr(accel, "cpu_has_native_bf16", lambda: False)
+    assert default_variant("cpu") == "eager"  # emulated bf16 is slower than fp32

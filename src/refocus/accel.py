@@ -2,18 +2,21 @@
 
 Every variant is a callable mapping a float32 ``(N, 1, H, W)`` tensor on the device to a
 float32 tensor of the same shape, so prediction code does not care which one it got.
-``benchmarks/bench.py`` measures them all side by side; :data:`DEFAULT_VARIANT` keeps what
+``benchmarks/bench.py`` measures them all side by side; :func:`default_variant` keeps what
 won there (medians; tables in ``docs/performance.md``):
 
-- CPU (AMD EPYC with AVX-512 BF16, 2 cores shared with other work, torch 2.14.1), resnet34
-  on a real 520x696 field, per dedicated core: **bf16 autocast** (channels_last) 1.7x
-  eager fp32 on the whole image and 1.9x tiled, ready in 8 s; ONNX Runtime 1.7x whole
-  but 1.6x tiled, exact to 4e-4, but exporting takes 15 s per process; fp32 channels_last
-  1.0x; ``torch.compile`` recompiles for every image and tile size (minutes each on 2
-  cores), which prediction of mixed sizes cannot amortise. bf16 differs from fp32 by
-  about 2-3% of the output range (random weights; ``TOLERANCE`` allows 5%), so
-  ``mode="onnxruntime"`` or ``"eager"`` is there for exact fp32. On CPUs without
-  hardware bf16 (no AVX512-BF16 or AMX) oneDNN emulates it, so ``auto`` stays fp32 there.
+- CPU (AMD EPYC with AVX512-BF16, 2 cores shared with other work, torch 2.14.1),
+  resnet34: **ONNX Runtime** (fp32) on both cores took 2.0 s for a 520x696 field and
+  42 s for 2048x2048 (eager fp32: 9.2 s and 114 s, i.e. 4.5x and 2.7x; tiled 6.5x and
+  3.9x), ahead of bf16 autocast (1.5x and 2.4x; tiled 1.3x and 2.2x), fp32
+  channels_last (1.2x / 1.05x) and ``torch.compile`` (1.3x per core, but 4 minutes
+  to compile and again for every new tile size). It is also float32-exact (2e-6 of the
+  output range from eager, bf16: 2e-2). Per core (one thread) it ties with bf16 on
+  whole images (both 1.7x) and bf16 leads on tiles (1.9x vs 1.6x); ONNX Runtime wins on
+  two cores because its thread pool copes with busy cores better than OpenMP. Its cost
+  is the export, about 15 s once per loaded model. Without ``onnxruntime`` installed
+  (the ``export`` extra), ``auto`` takes bf16 on CPUs with hardware bf16 (AVX512-BF16
+  or AMX) and eager fp32 elsewhere, where oneDNN emulates bf16 slower than fp32.
 - CUDA: not measured yet (no GPU was lent when this was written). The default is fp16
   autocast in channels_last with CUDA-graph replay, the variant that usually wins for
   fixed-size convolutional inference on tensor-core GPUs; the numerics check below falls
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import io
 import warnings
 from collections.abc import Callable
@@ -43,7 +47,7 @@ DEVICE_VARIANTS: dict[str, tuple[str, ...]] = {
     "cuda": ("eager", "channels_last", "compile", "bf16", "fp16", "cuda_graphs"),
 }
 #: What :func:`prepare_for_inference` picks with ``mode="auto"`` (see the module docstring).
-DEFAULT_VARIANT: dict[str, str] = {"cpu": "bf16", "cuda": "cuda_graphs"}
+DEFAULT_VARIANT: dict[str, str] = {"cpu": "onnxruntime", "cuda": "cuda_graphs"}
 #: Largest accepted max |variant - eager fp32| as a fraction of the eager output's range:
 #: fp32 variants only reorder sums; fp16 keeps 11 significant bits and bf16 8.
 TOLERANCE: dict[str, float] = {
@@ -75,13 +79,18 @@ def cpu_has_native_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
 
+def onnxruntime_available() -> bool:
+    """True when ONNX export and ONNX Runtime are installed (the ``export`` extra)."""
+    return all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime", "onnxscript"))
+
+
 def default_variant(device: str | torch.device) -> str:
-    """What ``mode="auto"`` runs on ``device``: :data:`DEFAULT_VARIANT`, except eager fp32
-    on CPUs without native bf16."""
+    """What ``mode="auto"`` runs on ``device``: :data:`DEFAULT_VARIANT`; on CPU without
+    ONNX Runtime, bf16 where the CPU has it in hardware, else eager fp32."""
     device = torch.device(device)
     name = DEFAULT_VARIANT[device.type]
-    if device.type == "cpu" and name == "bf16" and not cpu_has_native_bf16():
-        return "eager"
+    if device.type == "cpu" and name == "onnxruntime" and not onnxruntime_available():
+        name = "bf16" if cpu_has_native_bf16() else "eager"
     return name
 
 

@@ -1,0 +1,56 @@
+"""``refocus demo --quick`` end to end on the shipped sample: files, numbers, refusal."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from refocus.cli import main
+from refocus.errors import RefocusError
+from refocus.io import read_plane
+from refocus.modelfile import read_model_file
+from refocus.samples import z00_paths
+
+
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    main(["demo", "--quick", "--out", str(out), "--overwrite"])  # tmp folder exists, empty
+    return out
+
+
+def test_demo_writes_everything(demo_out):
+    for name in ("model.pt", "metrics.csv", "metrics.json", "report.html"):
+        assert (demo_out / name).stat().st_size > 0, name
+    figures = sorted(p.name for p in (demo_out / "figures").glob("*.png"))
+    assert {"panels_z01.png", "panels_z32.png", "panels_unpaired.png"} <= set(figures)
+    with (demo_out / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert {r["method"] for r in rows} == {"identity", "richardson_lucy", "wiener", "model"}
+    assert {int(r["z"]) for r in rows} == {1, 5, 10, 32}
+    assert all(np.isfinite(float(r["psnr"])) for r in rows)
+    assert json.loads((demo_out / "metrics.json").read_text())
+
+
+def test_demo_model_beats_the_input_on_validation(demo_out):
+    history = read_model_file(demo_out / "model.pt")["history"]
+    best = max(h["val_psnr"] for h in history if h["epoch"] > 0)
+    assert best > history[0]["input_psnr"], "the model must beat the unprocessed input"
+
+
+def test_demo_refocuses_real_fields_in_their_units(demo_out):
+    written = sorted((demo_out / "z00-refocused").glob("*.tif"))
+    assert [p.name for p in written] == [p.name for p in z00_paths()[: len(written)]]
+    source, result = read_plane(z00_paths()[0]), read_plane(written[0])
+    assert result.dtype == source.dtype == np.uint16 and result.shape == source.shape
+    assert not np.array_equal(result, source)
+
+
+def test_demo_refuses_a_used_folder(demo_out):
+    with pytest.raises(RefocusError, match="not empty"):
+        from refocus.demo import run_demo
+
+        run_demo(demo_out, quick=True)
