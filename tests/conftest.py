@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -89,3 +90,17 @@ def tiny_model_path(
     result = train(config, Console(quiet=True))
     last_path(result.out).unlink()  # the checkpoint (weights + optimizer) is not needed
     return result.out
+
+
+@pytest.fixture
+def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No cached weights (empty TORCH_HOME) and no network: any connection attempt fails."""
+    home = tmp_path / "torch-home"
+    monkeypatch.setenv("TORCH_HOME", str(home))
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError("network disabled in tests")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    return home

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -110,16 +109,7 @@ def test_vgg_loads_a_local_state_dict(tmp_path: Path) -> None:
         assert torch.equal(loss.vgg[41].running_var, reference.features[41].running_var)
 
 
-def test_vgg_offline_error_names_the_ways_out(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-cache"))
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
+def test_vgg_offline_error_names_the_ways_out(offline: Path) -> None:
     with pytest.raises(RefocusError, match="--vgg-weights FILE.*--loss l1"):
         build_loss("feature")
 

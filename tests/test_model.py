@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -154,20 +153,6 @@ def test_encoder_refuses_a_state_dict_of_another_network(tmp_path: Path) -> None
         build_unet("resnet18", weights=text)
     with pytest.raises(RefocusError, match="weights file not found"):
         build_unet("resnet18", weights=tmp_path / "missing.pth")
-
-
-@pytest.fixture
-def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No cached weights (empty TORCH_HOME) and no network: any connection attempt fails."""
-    home = tmp_path / "torch-home"
-    monkeypatch.setenv("TORCH_HOME", str(home))
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    return home
 
 
 def test_offline_without_cached_weights_names_both_ways_out(offline: Path) -> None:

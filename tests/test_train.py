@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import signal
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -220,16 +219,8 @@ def test_cli_trains_with_the_documented_options(
 
 
 def test_cli_offline_error_is_one_line_naming_both_ways_out(
-    data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    data_root: Path, tmp_path: Path, offline: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-cache"))
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--data", str(data_root), "--out", str(tmp_path / "m.pt"), "--loss", "l1",
               "--arch", "resnet18", "--input-z", "5"])

@@ -3,7 +3,7 @@
 Every variant is a callable mapping a float32 ``(N, 1, H, W)`` tensor on the device to a
 float32 tensor of the same shape, so prediction code does not care which one it got.
 ``benchmarks/bench.py`` measures them all side by side; :func:`default_variant` keeps what
-won there (medians; tables in ``docs/performance.md``):
+won there (medians; tables in the README's Performance section):
 
 - CPU (AMD EPYC with AVX512-BF16, 2 cores shared with other work, torch 2.14.1),
   resnet34: **ONNX Runtime** (fp32) on both cores took 2.0 s for a 520x696 field and

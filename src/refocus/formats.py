@@ -25,7 +25,14 @@ import numpy as np
 import tifffile
 
 from refocus.errors import RefocusError
-from refocus.io import PNG_SUFFIXES, TIFF_SUFFIXES, atomic_output, read_plane, write_tiff
+from refocus.io import (
+    PNG_SUFFIXES,
+    TIFF_SUFFIXES,
+    atomic_output,
+    prepare_destination,
+    read_plane,
+    write_tiff,
+)
 
 ZARR_SUFFIXES = (".zarr",)
 #: tifffile's axis letters that are neither channels nor image rows/columns: each index is
@@ -291,15 +298,7 @@ def atomic_output_dir(path: str | os.PathLike[str], overwrite: bool = False) -> 
     new one is in place). On failure the temporary folder is removed.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise RefocusError(path, "exists already (use --overwrite to replace it)")
-    parent = path.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RefocusError(parent, f"cannot create output folder ({exc.strerror})") from exc
-    if not os.access(parent, os.W_OK):
-        raise RefocusError(parent, "output folder is not writable")
+    parent = prepare_destination(path, overwrite)
     tmp = parent / f".{path.name}.{uuid.uuid4().hex[:12]}.part"
     tmp.mkdir(mode=0o777)  # the umask applies, as for any folder the user makes
     old = parent / f"{tmp.name}.old"

@@ -60,6 +60,21 @@ def read_plane(path: str | os.PathLike[str]) -> np.ndarray:
     return squeezed
 
 
+def prepare_destination(path: Path, overwrite: bool) -> Path:
+    """Refuse an existing ``path`` unless ``overwrite``; make sure its folder exists and is
+    writable (before any work is spent on the result). Returns that folder."""
+    if path.exists() and not overwrite:
+        raise RefocusError(path, "exists already (use --overwrite to replace it)")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RefocusError(parent, f"cannot create output folder ({exc.strerror})") from exc
+    if not os.access(parent, os.W_OK):
+        raise RefocusError(parent, "output folder is not writable")
+    return parent
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place only on success.
@@ -67,16 +82,7 @@ def atomic_output(path: str | os.PathLike[str], overwrite: bool = False) -> Iter
     Refuses an existing ``path`` unless ``overwrite`` so no result is lost by accident.
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise RefocusError(path, "exists already (use --overwrite to replace it)")
-    parent = path.parent
-    if not parent.is_dir():
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise RefocusError(parent, f"cannot create output folder ({exc.strerror})") from exc
-    if not os.access(parent, os.W_OK):
-        raise RefocusError(parent, "output folder is not writable")
+    parent = prepare_destination(path, overwrite)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=parent)
     os.close(fd)
     tmp = Path(tmp_name)
