@@ -11,6 +11,7 @@ import pytest
 from refocus.cli import main
 from refocus.errors import RefocusError
 from refocus.io import read_plane
+from refocus.metrics import focus_score
 from refocus.modelfile import read_model_file
 from refocus.samples import z00_paths
 
@@ -47,6 +48,11 @@ def test_demo_refocuses_real_fields_in_their_units(demo_out):
     source, result = read_plane(z00_paths()[0]), read_plane(written[0])
     assert result.dtype == source.dtype == np.uint16 and result.shape == source.shape
     assert not np.array_equal(result, source)
+    # the file is the very output the evaluation scored (not a second, different run)
+    with (demo_out / "unpaired.csv").open() as f:
+        scored = [r for r in csv.DictReader(f) if r["method"] == "model"]
+    assert len(scored) == len(written)
+    assert float(scored[0]["focus"]) == pytest.approx(focus_score(result), rel=1e-6)
 
 
 def test_demo_refuses_a_used_folder(demo_out):

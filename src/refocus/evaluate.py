@@ -17,7 +17,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from refocus.io import IMAGE_SUFFIXES, atomic_output, read_plane
 from refocus.metrics import bootstrap_ci, focus_score, score_field, segment_nuclei
 from refocus.report import Panel, render_report
 from refocus.simulate import Optics, defocus_psf, plane_defocus_um
+
+if TYPE_CHECKING:
+    from refocus.predict import Refocuser
 
 #: A method restores one plane given its z; ``None`` means it does not apply (no PSF known).
 Method = Callable[[np.ndarray, int | None], np.ndarray | None]
@@ -42,12 +45,14 @@ OUTPUT_NAMES = ("metrics.csv", "unpaired.csv", "metrics.json", "report.html")
 
 @dataclass(frozen=True)
 class EvalField:
-    """One defocused input plane with its in-focus target (``target`` None when unpaired)."""
+    """One defocused input plane with its in-focus target (``target`` None when unpaired)
+    and the file it was read from, if any."""
 
     name: str
     z: int | None
     input: np.ndarray
     target: np.ndarray | None = None
+    source: Path | None = None
 
 
 @dataclass
@@ -110,14 +115,18 @@ class Deconvolution:
         return None if z is None else baselines.wiener(image, self.psf(z))
 
 
-def model_method(model_path: str | Path, device: str | None = None) -> Method:
-    """The trained model as a :data:`Method` (it needs no z)."""
+def model_method(model: str | Path | Refocuser, device: str | None = None) -> Method:
+    """The trained model (a file, or one already loaded) as a :data:`Method` (it needs no z).
+
+    Its output is what ``refocus predict`` writes: the input's units and dtype, so the
+    scores are those of the files users get.
+    """
     from refocus.predict import Refocuser
 
-    refocuser = Refocuser.from_file(model_path, device=device)
+    refocuser = model if isinstance(model, Refocuser) else Refocuser.from_file(model, device)
 
     def restore(image: np.ndarray, z: int | None) -> np.ndarray:
-        return refocuser.predict(np.asarray(image, dtype=np.float32))
+        return refocuser.predict(image)
 
     return restore
 
@@ -183,14 +192,21 @@ def score_fields(fields: Sequence[EvalField], methods: Mapping[str, Method],
     return rows, by_z
 
 
+#: Hears every (field, method name, output) of the unpaired images, e.g. to save them.
+OutputSink = Callable[[EvalField, str, np.ndarray], None]
+
+
 def focus_rows(fields: Sequence[EvalField], methods: Mapping[str, Method],
-               panel_names: Iterable[str] = (), progress: bool = False
+               panel_names: Iterable[str] = (), progress: bool = False,
+               on_output: OutputSink | None = None
                ) -> tuple[list[dict[str, Any]], list[Panel]]:
     """No-reference focus score of every method's output for unpaired fields."""
     keep = set(panel_names)
     rows: list[dict[str, Any]] = []
     panels: dict[str, Panel] = {}
     for f, name, output in restore_all(fields, methods, progress, "unpaired"):
+        if on_output is not None:
+            on_output(f, name, output)
         rows.append({"field": f.name, "z": f.z, "method": name, "focus": focus_score(output)})
         if f.name in keep:
             panels.setdefault(f.name, Panel(f.name, f.z, f.input)).outputs[name] = output
@@ -294,18 +310,19 @@ def write_results(out: str | Path, rows: Sequence[Mapping[str, Any]], summary: M
 def evaluate_fields(fields: Sequence[EvalField], methods: Mapping[str, Method],
                     out: str | Path, unpaired: Sequence[EvalField] = (),
                     meta: Mapping[str, Any] | None = None, n_panels: int = 3,
-                    overwrite: bool = False, progress: bool = False, seed: int = 0
-                    ) -> Evaluation:
+                    overwrite: bool = False, progress: bool = False, seed: int = 0,
+                    on_unpaired: OutputSink | None = None) -> Evaluation:
     """Score arrays already in memory with the given methods and write every output.
 
-    ``fields`` are paired (input, target); ``unpaired`` fields get the focus score only.
+    ``fields`` are paired (input, target); ``unpaired`` fields get the focus score only,
+    and each of their outputs is handed to ``on_unpaired`` (the demo saves the model's).
     The first ``n_panels`` field names (sorted) appear as image panels at every z.
     """
     out = check_outputs(out, overwrite)
     names = sorted({f.name for f in fields})[:n_panels]
     rows, panels = score_fields(fields, methods, names, progress)
     unpaired_names = sorted({f.name for f in unpaired})[: min(n_panels, 2)]
-    urows, upanels = focus_rows(unpaired, methods, unpaired_names, progress)
+    urows, upanels = focus_rows(unpaired, methods, unpaired_names, progress, on_unpaired)
     targets = {id(f.target): f.target for f in fields if f.target is not None}
     summary = summarize(rows, urows, [focus_score(t) for t in targets.values()] if urows else (),
                         meta, seed)
@@ -344,10 +361,10 @@ def unpaired_fields(source: str | Path | Sequence[str | Path]) -> list[EvalField
     for path in paths:
         plane = plane_from_path(path)
         if plane is None:
-            fields.append(EvalField(path.stem, None, read_plane(path)))
+            fields.append(EvalField(path.stem, None, read_plane(path), source=path))
         else:  # BBBC006 names carry a uuid; the field, channel and z say it all
             name = f"{plane.field}_{plane.channel}_z{plane.z:02d}"
-            fields.append(EvalField(name, plane.z, read_plane(path)))
+            fields.append(EvalField(name, plane.z, read_plane(path), source=path))
     return fields
 
 
@@ -390,7 +407,7 @@ def model_name(path: str | Path, taken: Iterable[str]) -> str:
     return stem if stem not in {*taken, "model", "identity"} else "model_2"
 
 
-def evaluate(model_path: str | Path, data: str | Path, layout: str = "bbbc006",
+def evaluate(model: str | Path | Refocuser, data: str | Path, layout: str = "bbbc006",
              input_z: Sequence[int] = (1, 5, 10, 32), target_z: int = BEST_FOCUS_Z,
              split: str = "test", out: str | Path = "evaluation",
              second_model: str | Path | None = None, *,
@@ -400,9 +417,12 @@ def evaluate(model_path: str | Path, data: str | Path, layout: str = "bbbc006",
              max_fields: int | None = None,
              max_val_fields: int = 3, rl_candidates: Sequence[int] = baselines.RL_CANDIDATES,
              optics: Optics | None = None, device: str | None = None, n_panels: int = 3,
-             overwrite: bool = False, progress: bool = True) -> Evaluation:
-    """Evaluate a model file against identity, Richardson-Lucy and Wiener on a data folder.
+             overwrite: bool = False, progress: bool = True,
+             on_unpaired: OutputSink | None = None) -> Evaluation:
+    """Evaluate a model against identity, Richardson-Lucy and Wiener on a data folder.
 
+    ``model`` is a model file or a :class:`refocus.predict.Refocuser` loaded from one (so
+    a caller that predicts more keeps one prepared model).
     ``fractions``, ``seed`` and ``channels`` default to the ones stored in the model file,
     so the test split holds only wells the model never saw. Deconvolution uses the PSF of
     ``optics``, by default those in the folder's ``simulation.json`` if it was simulated
@@ -410,6 +430,9 @@ def evaluate(model_path: str | Path, data: str | Path, layout: str = "bbbc006",
     split; ``max_fields`` caps the evaluated fields and the unpaired images (quick looks).
     """
     out = check_outputs(out, overwrite)
+    model_path = model if isinstance(model, (str, Path)) else model.source
+    if model_path is None:
+        raise ValueError("a Refocuser given to evaluate must come from a model file")
     for path in (model_path, second_model):
         if path is not None and not Path(path).is_file():
             raise RefocusError(path, "model file not found")
@@ -428,7 +451,7 @@ def evaluate(model_path: str | Path, data: str | Path, layout: str = "bbbc006",
         deconv.tune(load_fields(val, max_val_fields), rl_candidates, progress)
     methods = baseline_methods(deconv) if deconv.iterations else {
         "identity": baseline_methods(deconv)["identity"]}
-    methods["model"] = model_method(model_path, device)
+    methods["model"] = model_method(model, device)
     if second_model is not None:
         methods[model_name(second_model, methods)] = model_method(second_model, device)
     meta = {
@@ -454,4 +477,4 @@ def evaluate(model_path: str | Path, data: str | Path, layout: str = "bbbc006",
         meta["warnings"] = warnings
     extra = unpaired_fields(unpaired)[:max_fields] if unpaired is not None else []
     return evaluate_fields(fields, methods, out, extra, meta, n_panels, overwrite, progress,
-                           seed)
+                           seed, on_unpaired)

@@ -12,7 +12,7 @@ from refocus.cli.app import app, console
 @app.command()
 def demo(
     out: Path = typer.Option(Path("refocus-demo"), "--out", help="Folder for every result."),
-    quick: bool = typer.Option(False, help="A 2-minute run for tests and a first look."),
+    quick: bool = typer.Option(False, help="Same steps, smaller: under 2 minutes on 2 cores."),
     seed: int = typer.Option(0, help="Seed for simulation noise, split and training."),
     device: str | None = typer.Option(None, help="cpu, cuda, mps (default: best available)."),
     overwrite: bool = typer.Option(False, help="Replace the contents of a non-empty --out."),
