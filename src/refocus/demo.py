@@ -102,7 +102,6 @@ def run_demo(
     console.rule("3/4 evaluate on held-out fields; 4/4 refocus the real z=00 fields")
     real = z00_paths()[: settings.real_fields]
     refocused = out / "z00-refocused"
-    saved: list[Path] = []
     evaluation = evaluate(
         Refocuser.from_file(result.out, device=device),  # one model prepared for all
         data,
@@ -114,15 +113,16 @@ def run_demo(
         rl_candidates=settings.rl_candidates,
         device=device,
         overwrite=True,  # the folder was checked above; earlier steps wrote into it
-        on_unpaired=model_output_saver(refocused, saved),
+        on_unpaired=model_output_saver(refocused),
     )
-    console.print(f"{len(saved)} real z=00 fields refocused into {refocused}")
+    saved = sum(row["method"] == "model" for row in evaluation.unpaired_rows)
+    console.print(f"{saved} real z=00 fields refocused into {refocused}")
     console.print(summary_table(evaluation))
     console.print(f"report: {evaluation.files['report']}")
     return evaluation
 
 
-def model_output_saver(dest: Path, saved: list[Path]) -> OutputSink:
+def model_output_saver(dest: Path) -> OutputSink:
     """Save the model's output for each real field as the file ``refocus predict`` would
     write (same name, format and dtype), so the evaluation's prediction is not repeated."""
     from refocus.batch import check_output_folder
@@ -134,8 +134,8 @@ def model_output_saver(dest: Path, saved: list[Path]) -> OutputSink:
         if method != "model" or field.source is None:
             return
         image = read_image(field.source)
-        saved.append(write_like(image, output.reshape(image.data.shape), folder /
-                                field.source.name, overwrite=True))
+        write_like(image, output.reshape(image.data.shape), folder / field.source.name,
+                   overwrite=True)
 
     return save
 
