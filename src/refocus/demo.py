@@ -16,8 +16,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from refocus.errors import RefocusError
 from refocus.evaluate import EvalField, Evaluation, OutputSink, evaluate
+from refocus.io import refuse_used_folder
 from refocus.predict import Refocuser
 from refocus.samples import in_focus_paths, z00_paths
 from refocus.simulate import simulate_bbbc006
@@ -51,14 +51,6 @@ FULL = DemoSettings("resnet18", "l1", 128, 8, 6, 12, (5, 10, 20, 40), None, 24)
 QUICK = DemoSettings("resnet18", "l1", 64, 8, 3, 6, (5, 20), 1, 1)
 
 
-def check_demo_folder(out: Path, overwrite: bool) -> None:
-    """A demo writes many files: refuse a non-empty folder unless asked to replace it."""
-    if out.exists() and not out.is_dir():
-        raise RefocusError(out, "exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise RefocusError(out, "folder is not empty (use --overwrite to replace its contents)")
-
-
 def run_demo(
     out: str | Path,
     quick: bool = False,
@@ -71,7 +63,7 @@ def run_demo(
     out = Path(out)
     console = console or Console()
     settings = QUICK if quick else FULL
-    check_demo_folder(out, overwrite)
+    refuse_used_folder(out, overwrite)
     data = out / "data"
     in_focus = in_focus_paths()[0].parent
 

@@ -75,6 +75,15 @@ def prepare_destination(path: Path, overwrite: bool) -> Path:
     return parent
 
 
+def refuse_used_folder(folder: Path, overwrite: bool) -> None:
+    """A command that fills a whole folder refuses one already holding files unless
+    ``overwrite`` (before any work), so an earlier run's results are never mixed or lost."""
+    if folder.exists() and not folder.is_dir():
+        raise RefocusError(folder, "exists and is not a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+        raise RefocusError(folder, "folder is not empty (use --overwrite to replace its contents)")
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place only on success.

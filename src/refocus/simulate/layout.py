@@ -27,7 +27,7 @@ from refocus.data.bbbc006 import (
     scan_bbbc006,
 )
 from refocus.errors import RefocusError
-from refocus.io import atomic_output, read_plane, write_tiff
+from refocus.io import atomic_output, read_plane, refuse_used_folder, write_tiff
 from refocus.simulate.camera import BBBC006_CAMERA, Camera, simulate_plane
 from refocus.simulate.optics import BBBC006_OPTICS, Optics
 
@@ -98,10 +98,7 @@ def plan_simulation(
     src, dst = source.resolve(), out.resolve()
     if src == dst or dst in src.parents or src in dst.parents:
         raise RefocusError(out, f"output folder overlaps the input folder {source}")
-    if out.exists() and not out.is_dir():
-        raise RefocusError(out, "exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise RefocusError(out, "folder is not empty (use --overwrite to replace its planes)")
+    refuse_used_folder(out, overwrite)
     return SimulationPlan(in_focus_planes(source, channel, focus_z), planes)
 
 
