@@ -18,7 +18,7 @@ from torchvision.models import VGG16_BN_Weights
 from torchvision.models.vgg import cfgs, make_layers
 
 from refocus.errors import RefocusError
-from refocus.model import IMAGENET_MEAN, IMAGENET_STD
+from refocus.model import ImageNetRGB
 from refocus.weights import load_pretrained
 
 LOSSES = ("feature", "l1", "mse", "ssim")
@@ -82,8 +82,7 @@ class FeatureLoss(nn.Module):
         self.vgg = vgg.features[: self.layer_ids[-1] + 1].eval().requires_grad_(False)
         self.layer_weights = [float(w) for w in layer_weights]
         self.gram_scale = float(gram_scale)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.rgb = ImageNetRGB()  # the encoder's input step; no state-dict keys
 
     def train(self, mode: bool = True) -> FeatureLoss:
         super().train(mode)
@@ -92,7 +91,7 @@ class FeatureLoss(nn.Module):
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """VGG activations at ``layer_ids`` for a (N, 1, H, W) image in [0, 1]."""
-        x = (x.expand(-1, 3, -1, -1) - self.mean) / self.std
+        x = self.rgb(x)
         out = []
         for i, layer in enumerate(self.vgg):
             x = layer(x)

@@ -177,15 +177,46 @@ class Encoder(nn.Module):
         return [[p for m in low for p in m.parameters()], [p for m in high for p in m.parameters()]]
 
 
+def grid_pads(n: int, multiple: int = MULTIPLE) -> tuple[int, int]:
+    """(before, after) padding of a length-``n`` axis up to ``multiple``, split evenly with
+    the odd pixel after. The one definition of the split: chunk-wise prediction
+    (:mod:`refocus.predict`, :mod:`refocus.largeimage`) must pad exactly as the network does."""
+    pad = -n % multiple
+    return pad // 2, pad - pad // 2
+
+
+def reflect_fits(height: int, width: int, multiple: int = MULTIPLE) -> bool:
+    """Whether :func:`grid_pads` can reflect (each pad shorter than its axis, as reflection
+    needs); on tiny images the edge is replicated instead."""
+    top, bottom = grid_pads(height, multiple)
+    left, right = grid_pads(width, multiple)
+    return max(left, right) < width and max(top, bottom) < height
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int = MULTIPLE) -> torch.Tensor:
     """Pad the last two dims up to ``multiple``, split evenly; reflect (replicate if tiny)."""
     h, w = x.shape[-2:]
-    ph, pw = -h % multiple, -w % multiple
-    pads = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+    top, bottom = grid_pads(h, multiple)
+    left, right = grid_pads(w, multiple)
+    pads = (left, right, top, bottom)
     if not any(pads):
         return x
-    mode = "reflect" if max(pads[:2]) < w and max(pads[2:]) < h else "replicate"
+    mode = "reflect" if reflect_fits(h, w, multiple) else "replicate"
     return F.pad(x, pads, mode=mode)
+
+
+class ImageNetRGB(nn.Module):
+    """Grey (N, 1, H, W) -> ImageNet-normalised RGB (N, 3, H, W): the input step of both the
+    encoder and the feature loss's VGG. Its buffers are not persistent, so state dicts (and
+    saved model files) carry no trace of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.expand(-1, 3, -1, -1) - self.mean) / self.std
 
 
 class RefocusUNet(nn.Module):
@@ -215,15 +246,14 @@ class RefocusUNet(nn.Module):
         self.final_up = PixelShuffleICNR(up, up)
         self.res = ResBlock(up + 1)
         self.head = _conv(up + 1, 1, ks=1, act=False)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.rgb = ImageNetRGB()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != 1:
             raise ValueError(f"expected (N, 1, H, W) input, got {tuple(x.shape)}")
         h, w = x.shape[-2:]
         x = pad_to_multiple(x)
-        feats = self.encoder((x.expand(-1, 3, -1, -1) - self.mean) / self.std)
+        feats = self.encoder(self.rgb(x))
         y = self.middle(F.relu(self.bn(feats[-1])))
         for block, skip in zip(self.blocks, feats[-2::-1], strict=True):
             y = block(y, skip)

@@ -35,12 +35,13 @@ from refocus.data.normalize import PercentileNormalizer
 from refocus.device import select_device
 from refocus.errors import RefocusError
 from refocus.formats import check_pixels
-from refocus.tiling import choose_tile, overlap_for_halo, predict_tiled
+from refocus.model import MULTIPLE, grid_pads, pad_to_multiple, reflect_fits
+from refocus.tiling import choose_tile, min_tile, overlap_for_halo, predict_tiled
 
 log = logging.getLogger(__name__)
 
 #: The U-Net's total stride: tiles start on this grid so they pool like the whole image.
-ALIGN = 32
+ALIGN = MULTIPLE
 #: Gradient mass (of one output pixel w.r.t. the input) that the halo must contain.
 RECEPTIVE_MASS = 0.99
 #: Side of the probe image the receptive field is measured on (caps the halo at half).
@@ -62,15 +63,15 @@ def gain_from_sums(above: float, predicted: float, lo: float, hi: float) -> floa
 
 
 def grid_padding(n: int) -> tuple[int, int]:
-    """Padding before/after an axis of length ``n`` up to the 32-px grid, split as
-    :func:`refocus.model.pad_to_multiple` splits it (chunk-wise prediction repeats it)."""
-    pad = -n % ALIGN
-    return pad // 2, pad - pad // 2
+    """Padding before/after an axis of length ``n`` up to the 32-px grid: the network's own
+    split (:func:`refocus.model.grid_pads`), which chunk-wise prediction must repeat."""
+    return grid_pads(n, ALIGN)
 
 
 def grid_padding_fits(height: int, width: int) -> bool:
-    """Whether that padding reflects (as the network does) or, on tiny images, repeats."""
-    return max(grid_padding(height)) < height and max(grid_padding(width)) < width
+    """Whether that padding reflects (as the network does) or, on tiny images, repeats
+    (:func:`refocus.model.reflect_fits`)."""
+    return reflect_fits(height, width, ALIGN)
 
 
 def to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -237,7 +238,7 @@ class Refocuser:
             return tile, 0  # one tile: nothing overlaps
         overlap = self.default_overlap()
         if not chosen:
-            return max(tile, choose_tile(0, 1, overlap=overlap, align=ALIGN)), overlap
+            return max(tile, min_tile(overlap, ALIGN)), overlap
         fitting = ((tile - 1) // 2 // ALIGN) * ALIGN
         if overlap > fitting:
             log.warning("tile %d px leaves room for a %d px overlap, less than the %d px "
@@ -267,8 +268,6 @@ class Refocuser:
         The plane is first padded to the 32-px grid exactly as the network pads a whole
         image, so every tile pools on the same grid as whole-image prediction would.
         """
-        from refocus.model import pad_to_multiple
-
         plane = np.asarray(plane, dtype=np.float32)
         h, w = plane.shape
         padded = pad_to_multiple(torch.from_numpy(plane)[None, None], ALIGN)[0, 0].numpy()

@@ -192,5 +192,10 @@ def choose_tile(
     """
     side = math.sqrt(max(free_bytes, 0.0) * fraction / max(bytes_per_pixel, 1e-9))
     side = min(int(side // align) * align, largest)
-    smallest = max(MIN_TILE, (2 * overlap // align + 1) * align)
-    return max(side, smallest)
+    return max(side, min_tile(overlap, align))
+
+
+def min_tile(overlap: int, align: int = 32) -> int:
+    """The smallest tile :func:`choose_tile` gives: at least :data:`MIN_TILE`, a multiple of
+    ``align`` and more than twice ``overlap`` (so tiling stays possible)."""
+    return max(MIN_TILE, (2 * overlap // align + 1) * align)

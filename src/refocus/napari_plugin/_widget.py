@@ -23,7 +23,7 @@ Progress = tuple[int, int]
 
 
 def refocus_planes(
-    refocuser: Refocuser, data: np.ndarray, tile: int, overlap: int | None = None
+    refocuser: Refocuser, data: np.ndarray, tile: int
 ) -> Generator[Progress, None, np.ndarray]:
     """Refocus every 2-D plane of ``data`` (last two axes Y, X), yielding (done, total).
 
@@ -37,7 +37,7 @@ def refocus_planes(
     leading = list(np.ndindex(data.shape[:-2]))
     yield 0, len(leading)
     for done, index in enumerate(leading, start=1):
-        out[index] = refocuser.predict(data[index], tile=tile, overlap=overlap)
+        out[index] = refocuser.predict(data[index], tile=tile)
         yield done, len(leading)
     return out
 
