@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from refocus import metrics
 from refocus.data import PercentileNormalizer, build_pairs, split_pairs
-from refocus.data.bbbc006 import BEST_FOCUS_Z
+from refocus.data.bbbc006 import BEST_FOCUS_Z, TRAIN_Z
 from refocus.data.dataset import CropDataset
 from refocus.device import select_device
 from refocus.errors import RefocusError
@@ -60,7 +60,7 @@ class TrainConfig:
     data: str
     out: str
     layout: str = "bbbc006"
-    input_z: list[int] = field(default_factory=lambda: [1, 5, 10])
+    input_z: list[int] = field(default_factory=lambda: list(TRAIN_Z))
     target_z: int = BEST_FOCUS_Z
     channel: str = "w1"
     arch: str = "resnet34"

@@ -53,12 +53,12 @@ def download_bbbc006_cmd(
     keep_zips: bool = typer.Option(False, help="Keep the downloaded zip files."),
 ) -> None:
     """Download BBBC006 planes from the Broad (resumable; skips complete planes)."""
-    from refocus.data.download import download_bbbc006
+    from refocus.data.download import DEFAULT_CHANNELS, DEFAULT_Z, download_bbbc006
 
     # `--z 1 5 --channel w1 w2`: the values after each option's first arrive as extras
     extra_channels = [a for a in ctx.args if a.lower().startswith("w")]
     extra_z = [a for a in ctx.args if a not in extra_channels]
-    planes = plane_numbers(z, extra_z, "--z", (1, 5, 10, 16, 32))
-    channels = [*(channel or []), *extra_channels] or ["w1"]
+    planes = plane_numbers(z, extra_z, "--z", DEFAULT_Z)
+    channels = [*(channel or []), *extra_channels] or list(DEFAULT_CHANNELS)
     folders = download_bbbc006(dest, planes, channels, keep_zips=keep_zips)
     console.print(f"{len(folders)} plane folder(s) ready in {dest}")

@@ -8,9 +8,8 @@ from typing import Literal
 import typer
 
 from refocus.cli.app import app, console, plane_numbers
+from refocus.data.bbbc006 import BEST_FOCUS_Z, TRAIN_Z
 from refocus.errors import RefocusError
-
-TRAIN_Z = (1, 5, 10)
 
 
 @app.command("train", context_settings={"allow_extra_args": True})
@@ -24,9 +23,13 @@ def train_cmd(
     ),
     layout: Literal["bbbc006", "pairs"] = typer.Option("bbbc006", help="Data folder layout."),
     input_z: list[str] | None = typer.Option(
-        None, "--input-z", help="Defocused planes to learn from (default: 1 5 10)."
+        None,
+        "--input-z",
+        help=f"Defocused planes to learn from (default: {' '.join(map(str, TRAIN_Z))}).",
     ),
-    target_z: int = typer.Option(16, "--target-z", help="In-focus plane used as the target."),
+    target_z: int = typer.Option(
+        BEST_FOCUS_Z, "--target-z", help="In-focus plane used as the target."
+    ),
     channel: str = typer.Option("w1", help="BBBC006 channel (w1 nuclei, w2 actin)."),
     arch: Literal["resnet18", "resnet34", "resnet50"] = typer.Option(
         "resnet34", help="Encoder (the method uses resnet34)."

@@ -20,6 +20,8 @@ from pathlib import Path
 from refocus.errors import RefocusError
 
 BEST_FOCUS_Z = 16
+#: The defocused planes the method trains on by default.
+TRAIN_Z = (1, 5, 10)
 N_PLANES = 34
 CHANNELS = {"w1": "Hoechst 33342 (nuclei)", "w2": "phalloidin (actin)"}
 PLATE_PREFIX = "mcf-z-stacks-03212011"
@@ -34,6 +36,25 @@ PLANE_RE = re.compile(
 ALIGNED_RE = re.compile(
     r"^BBBC006_z_aligned__(?P<well>[a-pA-P]\d{2})__s(?P<site>\d+)__w(?P<channel>\d)_\d+\.png$"
 )
+
+
+def plane_folder_name(z: int) -> str:
+    """The Broad's folder (and zip) name for plane ``z``, the inverse of Z_FOLDER_RE."""
+    return f"BBBC006_v1_images_z_{z:02d}"
+
+
+def check_channel(where: str | Path | None, channel: str) -> None:
+    """Refuse a channel BBBC006 does not have, naming the ones it does."""
+    if channel not in CHANNELS:
+        raise RefocusError(
+            where, f"unknown channel {channel!r} (BBBC006 has {', '.join(CHANNELS)})"
+        )
+
+
+def check_z(where: str | Path | None, z: int) -> None:
+    """Refuse a plane number outside the stack, naming its range."""
+    if not 0 <= z < N_PLANES:
+        raise RefocusError(where, f"z={z} outside BBBC006's planes 0..{N_PLANES - 1}")
 
 
 @dataclass(frozen=True, order=True)
@@ -76,10 +97,8 @@ def plane_from_path(path: Path) -> Plane | None:
             return None
         z = BEST_FOCUS_Z
     channel = f"w{m['channel']}"
-    if channel not in CHANNELS:
-        raise RefocusError(path, f"unknown channel {channel!r} (BBBC006 has {', '.join(CHANNELS)})")
-    if not 0 <= z < N_PLANES:
-        raise RefocusError(path, f"z={z} outside BBBC006's planes 0..{N_PLANES - 1}")
+    check_channel(path, channel)
+    check_z(path, z)
     return Plane(Field(m["well"].lower(), int(m["site"])), channel, z, path)
 
 

@@ -33,7 +33,8 @@ class PlaneCache:
 
 
 def _augment(rng: np.random.Generator, *images: np.ndarray) -> list[np.ndarray]:
-    """The same random flip and 90-degree rotation for every image (the 8 dihedral poses)."""
+    """The same random flip and 90-degree rotation for every image (the 8 dihedral poses),
+    as fresh contiguous copies: never views of the cached planes."""
     k = int(rng.integers(4))
     flip = bool(rng.integers(2))
     out = []
@@ -41,7 +42,7 @@ def _augment(rng: np.random.Generator, *images: np.ndarray) -> list[np.ndarray]:
         im = np.rot90(im, k)
         if flip:
             im = im[:, ::-1]
-        out.append(np.ascontiguousarray(im))
+        out.append(im.copy())  # C order, even for rotated or flipped views
     return out
 
 
@@ -98,4 +99,6 @@ class CropDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         x, y = x[window], y[window]
         if self.augment:
             x, y = _augment(rng, x, y)
-        return torch.from_numpy(x.copy())[None], torch.from_numpy(y.copy())[None]
+        else:  # copy, so a training step can never write into the cache
+            x, y = x.copy(), y.copy()
+        return torch.from_numpy(x)[None], torch.from_numpy(y)[None]

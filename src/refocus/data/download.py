@@ -27,15 +27,21 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from refocus.data.bbbc006 import BROAD_URL, CHANNELS, N_PLANES, PLANE_RE
+from refocus.data.bbbc006 import (
+    BROAD_URL,
+    PLANE_RE,
+    check_channel,
+    check_z,
+    plane_folder_name,
+)
 from refocus.errors import RefocusError
 
 CHUNK = 1 << 20
 COMPLETE_MARKER = ".complete.json"
-
-
-def plane_folder_name(z: int) -> str:
-    return f"BBBC006_v1_images_z_{z:02d}"
+#: What ``refocus download bbbc006`` fetches unless told: the training and test planes
+#: around best focus, nuclei only.
+DEFAULT_Z = (1, 5, 10, 16, 32)
+DEFAULT_CHANNELS = ("w1",)
 
 
 def _open(url: str, start: int = 0, timeout: float = 30.0):  # noqa: ANN202 (urllib response)
@@ -165,22 +171,18 @@ def plane_complete(dest: Path, z: int, channels: Sequence[str]) -> bool:
 
 def download_bbbc006(
     dest: str | Path,
-    z_values: Iterable[int] = (1, 5, 10, 16, 32),
-    channels: Sequence[str] = ("w1",),
+    z_values: Iterable[int] = DEFAULT_Z,
+    channels: Sequence[str] = DEFAULT_CHANNELS,
     base_url: str = BROAD_URL,
     keep_zips: bool = False,
 ) -> list[Path]:
     """Download and extract the given planes; planes already complete are skipped."""
     dest = Path(dest)
     for channel in channels:
-        if channel not in CHANNELS:
-            raise RefocusError(
-                None, f"unknown channel {channel!r} (BBBC006 has {', '.join(CHANNELS)})"
-            )
+        check_channel(None, channel)
     z_values = sorted(set(z_values))
     for z in z_values:
-        if not 0 <= z < N_PLANES:
-            raise RefocusError(None, f"z={z} outside BBBC006's planes 0..{N_PLANES - 1}")
+        check_z(None, z)
     cache = dest / ".downloads"
     cache.mkdir(parents=True, exist_ok=True)
     manifest = _Manifest(cache / "manifest.json")

@@ -14,6 +14,7 @@ import tifffile
 
 from refocus.data.bbbc006 import Bbbc006Index, Field, scan_bbbc006
 from refocus.errors import RefocusError
+from refocus.io import TIFF_SUFFIXES
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Inventory:
 def image_header(path: Path) -> tuple[tuple[int, ...], str]:
     """Shape and dtype of an image file from its header; a damaged file is a RefocusError."""
     try:
-        if path.suffix.lower() in (".tif", ".tiff"):
+        if path.suffix.lower() in TIFF_SUFFIXES:
             with tifffile.TiffFile(path) as tif:
                 page = tif.pages.first
                 return tuple(page.shape), str(np.dtype(page.dtype))

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from refocus.data.bbbc006 import BEST_FOCUS_Z, scan_bbbc006
-from refocus.data.split import split_by_well, split_groups
+from refocus.data.bbbc006 import BEST_FOCUS_Z, TRAIN_Z, plane_folder_name, scan_bbbc006
+from refocus.data.split import split_groups
 from refocus.errors import RefocusError
 from refocus.io import IMAGE_SUFFIXES
 
@@ -52,7 +52,7 @@ def build_bbbc006_pairs(
             )
         for fld, z in index.missing([*input_z, target_z], channel):
             raise RefocusError(
-                Path(root) / f"BBBC006_v1_images_z_{z:02d}",
+                Path(root) / plane_folder_name(z),
                 f"missing plane for field {fld} {channel} z={z}",
             )
         for fld in index.fields:
@@ -93,7 +93,7 @@ def build_folder_pairs(root: str | Path) -> list[Pair]:
 def build_pairs(
     root: str | Path,
     layout: Layout = "bbbc006",
-    input_z: Iterable[int] = (1, 5, 10),
+    input_z: Iterable[int] = TRAIN_Z,
     target_z: int = BEST_FOCUS_Z,
     channels: Sequence[str] = ("w1",),
 ) -> list[Pair]:
@@ -111,9 +111,7 @@ def split_pairs(
     seed: int = 0,
 ) -> dict[str, list[Pair]]:
     """Split pairs by their group (well or file), seeded: {"train": [...], "val": [...], ...}."""
-    groups = [p.group for p in pairs]
-    bbbc = all(p.z is not None for p in pairs)
-    assignment = (split_by_well if bbbc else split_groups)(groups, fractions, seed)
+    assignment = split_groups([p.group for p in pairs], fractions, seed)
     out: dict[str, list[Pair]] = {"train": [], "val": [], "test": []}
     for p in pairs:
         out[assignment[p.group]].append(p)
@@ -124,7 +122,7 @@ def load_pairs(
     root: str | Path,
     split: str,
     layout: Layout = "bbbc006",
-    input_z: Iterable[int] = (1, 5, 10),
+    input_z: Iterable[int] = TRAIN_Z,
     target_z: int = BEST_FOCUS_Z,
     channels: Sequence[str] = ("w1",),
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),

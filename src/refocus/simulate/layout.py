@@ -19,10 +19,11 @@ import numpy as np
 
 from refocus.data.bbbc006 import (
     BEST_FOCUS_Z,
-    N_PLANES,
     PLATE_PREFIX,
     Field,
     Plane,
+    check_z,
+    plane_folder_name,
     plane_from_path,
     scan_bbbc006,
 )
@@ -52,7 +53,7 @@ def in_focus_planes(
 def plane_path(root: Path, fld: Field, channel: str, z: int, file_uuid: uuid.UUID) -> Path:
     """Where the Broad would store this plane."""
     name = f"{PLATE_PREFIX}_{fld.well}_s{fld.site}_{channel}{file_uuid}.tif"
-    return root / f"BBBC006_v1_images_z_{z:02d}" / name
+    return root / plane_folder_name(z) / name
 
 
 def plane_rngs(
@@ -90,9 +91,8 @@ def plan_simulation(
     """Check inputs and output folder; the planes always include the in-focus one."""
     source, out = Path(in_focus), Path(out)
     planes = sorted({*z_values, focus_z})
-    bad = [z for z in planes if not 0 <= z < N_PLANES]
-    if bad:
-        raise RefocusError(None, f"z={bad[0]} outside BBBC006's planes 0..{N_PLANES - 1}")
+    for z in planes:  # sorted: the lowest bad plane is named
+        check_z(None, z)
     if seed < 0:
         raise RefocusError(None, f"seed must be 0 or more, got {seed}")
     src, dst = source.resolve(), out.resolve()
