@@ -18,6 +18,7 @@ from pathlib import Path
 
 from refocus.errors import RefocusError
 from refocus.formats import is_image_path, is_zarr, read_image, write_like
+from refocus.io import prepare_destination
 from refocus.predict import Refocuser
 
 
@@ -84,19 +85,6 @@ def plan_jobs(sources: Sequence[Path], out_dir: str | os.PathLike[str]) -> list[
     return jobs
 
 
-def check_output_folder(out_dir: str | os.PathLike[str]) -> Path:
-    """Create ``out_dir`` if needed and make sure files can be written there, before any
-    work is done."""
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RefocusError(out_dir, f"cannot create output folder ({exc.strerror})") from exc
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise RefocusError(out_dir, "output folder is not writable")
-    return out_dir
-
-
 def refocus_file(
     refocuser: Refocuser,
     job: Job,
@@ -115,8 +103,7 @@ def refocus_file(
         return refocus_ome_zarr(refocuser, job.src, job.dst, tile=tile, overlap=overlap,
                                 channel=channel, overwrite=overwrite, scheduler=scheduler,
                                 progress=progress)
-    if job.dst.exists() and not overwrite:  # say so before spending the compute
-        raise RefocusError(job.dst, "exists already (use --overwrite to replace it)")
+    prepare_destination(job.dst, overwrite)  # say so before spending the compute
     image = read_image(job.src)
     try:
         out = refocuser.predict(image.data, image.axes, tile, overlap, channel=channel,

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from refocus.evaluate import EvalField, Evaluation, OutputSink, evaluate
-from refocus.io import refuse_used_folder
+from refocus.io import ensure_writable_folder, refuse_used_folder
 from refocus.predict import Refocuser
 from refocus.samples import in_focus_paths, z00_paths
 from refocus.simulate import simulate_bbbc006
@@ -117,10 +117,9 @@ def run_demo(
 def model_output_saver(dest: Path) -> OutputSink:
     """Save the model's output for each real field as the file ``refocus predict`` would
     write (same name, format and dtype), so the evaluation's prediction is not repeated."""
-    from refocus.batch import check_output_folder
     from refocus.formats import read_image, write_like
 
-    folder = check_output_folder(dest)
+    folder = ensure_writable_folder(dest)
 
     def save(field: EvalField, method: str, output: np.ndarray) -> None:
         if method != "model" or field.source is None:

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from refocus.errors import RefocusError
-from refocus.io import atomic_output, read_plane
+from refocus.io import atomic_output, prepare_destination, read_plane
 from refocus.model import MULTIPLE, pad_to_multiple
 from refocus.samples import z00_paths
 
@@ -182,7 +182,12 @@ def _checked(runtime: str, path: Path, x: np.ndarray, reference: np.ndarray) -> 
 
 def sample_input(normalizer: PercentileNormalizer, sample: str | os.PathLike[str]) -> np.ndarray:
     """A real plane normalised as in training, shaped (1, 1, H, W) float32."""
-    return normalizer(read_plane(sample))[None, None].astype(np.float32)
+    return _normalised(normalizer, read_plane(sample))
+
+
+def _normalised(normalizer: PercentileNormalizer, raw: np.ndarray) -> np.ndarray:
+    """``raw`` as the network sees it in training, shaped (1, 1, H, W) float32."""
+    return normalizer(raw)[None, None].astype(np.float32)
 
 
 def pytorch_output(model: nn.Module, x: np.ndarray) -> np.ndarray:
@@ -209,14 +214,14 @@ def export_model(
     if fmt not in FORMATS:
         raise RefocusError(None, f"unknown format {fmt!r} (choose {', '.join(FORMATS)})")
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise RefocusError(out, "exists already (use --overwrite to replace it)")
+    prepare_destination(out, overwrite)
     loaded = load_model(model_path, device="cpu")
     sample = Path(sample) if sample is not None else z00_paths()[0]
-    x = sample_input(loaded.normalizer, sample)
+    raw = read_plane(sample)  # decoded once: bioimage.io also cuts its test tensors from it
+    x = _normalised(loaded.normalizer, raw)
     reference = pytorch_output(loaded.model, x)
     if fmt == "bioimageio":
-        return export_bioimageio(loaded, out, sample, x, reference, overwrite=overwrite)
+        return export_bioimageio(loaded, out, sample, raw, x, reference, overwrite=overwrite)
     with atomic_output(out, overwrite=overwrite) as tmp:
         if fmt == "torchscript":
             export_torchscript(loaded.model, tmp)
@@ -381,6 +386,7 @@ def export_bioimageio(
     loaded: LoadedModel,
     out: Path,
     sample: Path,
+    raw: np.ndarray,
     x: np.ndarray,
     reference: np.ndarray,
     *,
@@ -388,8 +394,8 @@ def export_bioimageio(
 ) -> ExportReport:
     """Write and validate a bioimage.io model package (zip) at ``out``.
 
-    ``x`` is ``sample`` normalised and ``reference`` the PyTorch output for it; the test
-    tensors are a central crop of ``sample``.
+    ``raw`` is the plane read from ``sample``, ``x`` it normalised and ``reference`` the
+    PyTorch output for it; the test tensors are a central crop of ``raw``.
     """
     import imageio.v3 as iio
     from bioimageio.spec import save_bioimageio_package
@@ -399,7 +405,7 @@ def export_bioimageio(
     model = loaded.model.eval()
     halo = receptive_radius(model, torch.device("cpu"))
     min_size = max(2 * MULTIPLE, -(-(2 * halo + MULTIPLE) // MULTIPLE) * MULTIPLE)
-    raw = read_plane(sample).astype(np.float32)
+    raw = raw.astype(np.float32)
     side = min(raw.shape)
     side = max(min_size, min(256, side) // MULTIPLE * MULTIPLE)
     if side > min(raw.shape):

@@ -26,10 +26,13 @@ import tifffile
 
 from refocus.errors import RefocusError
 from refocus.io import (
+    IMAGE_SUFFIXES,
     PNG_SUFFIXES,
     TIFF_SUFFIXES,
     atomic_output,
+    check_pixel_type,
     prepare_destination,
+    read_or_raise,
     read_plane,
     write_tiff,
 )
@@ -70,7 +73,7 @@ def is_image_path(path: str | os.PathLike[str]) -> bool:
     """True for the files and folders :func:`read_image` / :func:`open_ome_zarr` accept."""
     path = Path(path)
     if path.is_file():
-        return path.suffix.lower() in TIFF_SUFFIXES + PNG_SUFFIXES
+        return path.suffix.lower() in IMAGE_SUFFIXES
     return is_zarr(path)
 
 
@@ -135,13 +138,8 @@ def read_image(path: str | os.PathLike[str]) -> Image:
     if path.suffix.lower() not in TIFF_SUFFIXES:
         raise RefocusError(path, f"unsupported file type {path.suffix!r} "
                                  "(expected TIFF, PNG or an OME-Zarr folder)")
-    if not path.is_file():
-        raise RefocusError(path, "file not found")
-    try:
-        with _quiet_tifffile():
-            image = _read_tiff(path)
-    except Exception as exc:  # tifffile/imagecodecs raise many types for damaged files
-        raise RefocusError(path, f"cannot read image ({type(exc).__name__}: {exc})") from exc
+    with _quiet_tifffile():
+        image = read_or_raise(path, _read_tiff)
     check_pixels(path, image.data.shape, image.data.dtype, image.axes)
     return image
 
@@ -154,8 +152,7 @@ def check_pixels(
         raise RefocusError(where, f"RGB image {tuple(shape)} where grey planes are expected")
     if not ("Y" in axes and "X" in axes):
         raise RefocusError(where, f"no 2-D plane in an image with axes {axes!r} {tuple(shape)}")
-    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
-        raise RefocusError(where, f"unsupported pixel type {dtype}")
+    check_pixel_type(where, dtype)
 
 
 def write_like(

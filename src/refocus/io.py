@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import tifffile
@@ -21,6 +22,8 @@ from refocus.errors import RefocusError
 TIFF_SUFFIXES = (".tif", ".tiff")
 PNG_SUFFIXES = (".png",)
 IMAGE_SUFFIXES = TIFF_SUFFIXES + PNG_SUFFIXES
+
+T = TypeVar("T")
 
 
 def _read_any(path: Path) -> np.ndarray:
@@ -34,18 +37,29 @@ def _read_any(path: Path) -> np.ndarray:
     raise RefocusError(path, f"unsupported file type {suffix!r} (expected TIFF or PNG)")
 
 
-def read_plane(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read one 2-D grey plane, refusing RGB, stacks and unreadable files with one line."""
-    path = Path(path)
+def read_or_raise(path: Path, reader: Callable[[Path], T]) -> T:
+    """``reader(path)`` for an existing file, any decoding failure as one line: tifffile and
+    imagecodecs raise many types for damaged files."""
     if not path.is_file():
         raise RefocusError(path, "file not found")
     try:
-        array = _read_any(path)
+        return reader(path)
     except RefocusError:
         raise
-    except Exception as exc:  # tifffile/imagecodecs raise many types for damaged files
+    except Exception as exc:
         raise RefocusError(path, f"cannot read image ({type(exc).__name__}: {exc})") from exc
-    array = np.asarray(array)
+
+
+def check_pixel_type(where: str | os.PathLike[str] | None, dtype: np.dtype) -> None:
+    """Refuse pixels that are not numbers (bool, complex, ...): the network needs intensities."""
+    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        raise RefocusError(where, f"unsupported pixel type {dtype}")
+
+
+def read_plane(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read one 2-D grey plane, refusing RGB, stacks and unreadable files with one line."""
+    path = Path(path)
+    array = np.asarray(read_or_raise(path, _read_any))
     if array.ndim == 3 and array.shape[-1] in (3, 4):
         raise RefocusError(path, f"RGB image {array.shape} where a grey plane is expected")
     squeezed = np.squeeze(array)
@@ -53,10 +67,7 @@ def read_plane(path: str | os.PathLike[str]) -> np.ndarray:
         raise RefocusError(
             path, f"{array.ndim}-D image {array.shape} where a 2-D plane is expected"
         )
-    if not (
-        np.issubdtype(squeezed.dtype, np.integer) or np.issubdtype(squeezed.dtype, np.floating)
-    ):
-        raise RefocusError(path, f"unsupported pixel type {squeezed.dtype}")
+    check_pixel_type(path, squeezed.dtype)
     return squeezed
 
 
@@ -65,14 +76,20 @@ def prepare_destination(path: Path, overwrite: bool) -> Path:
     writable (before any work is spent on the result). Returns that folder."""
     if path.exists() and not overwrite:
         raise RefocusError(path, "exists already (use --overwrite to replace it)")
-    parent = path.parent
+    return ensure_writable_folder(path.parent)
+
+
+def ensure_writable_folder(folder: str | os.PathLike[str]) -> Path:
+    """Create ``folder`` if needed and make sure files can be made in it, so a bad output
+    folder is reported before any work is spent. Returns it as a Path."""
+    folder = Path(folder)
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise RefocusError(parent, f"cannot create output folder ({exc.strerror})") from exc
-    if not os.access(parent, os.W_OK):
-        raise RefocusError(parent, "output folder is not writable")
-    return parent
+        raise RefocusError(folder, f"cannot create output folder ({exc.strerror})") from exc
+    if not os.access(folder, os.W_OK | os.X_OK):  # X: a folder must be enterable too
+        raise RefocusError(folder, "output folder is not writable")
+    return folder
 
 
 def refuse_used_folder(folder: Path, overwrite: bool) -> None:

@@ -38,10 +38,11 @@ def predict_cmd(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from refocus.batch import Outcome, check_output_folder, expand_inputs, plan_jobs, run_jobs
+    from refocus.batch import Outcome, expand_inputs, plan_jobs, run_jobs
+    from refocus.io import ensure_writable_folder
     from refocus.predict import Refocuser
 
-    jobs = plan_jobs(expand_inputs(inputs), check_output_folder(out))
+    jobs = plan_jobs(expand_inputs(inputs), ensure_writable_folder(out))
     refocuser = Refocuser.from_file(model, device=device)
     start = time.perf_counter()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
