@@ -16,15 +16,14 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from refocus.evaluate import EvalField, Evaluation, OutputSink, evaluate
+from refocus.data.bbbc006 import BEST_FOCUS_Z, TRAIN_Z
+from refocus.evaluate import DEFAULT_INPUT_Z, EvalField, Evaluation, OutputSink, evaluate
 from refocus.io import ensure_writable_folder, refuse_used_folder
 from refocus.predict import Refocuser
 from refocus.samples import in_focus_paths, z00_paths
 from refocus.simulate import simulate_bbbc006
 from refocus.train import TrainConfig, train
 
-TRAIN_Z = (1, 5, 10)
-EVAL_Z = (1, 5, 10, 32)
 # 8 sample fields = 8 wells: 6 to train on, 2 held out for validation and evaluation
 FRACTIONS = (0.75, 0.25, 0.0)
 
@@ -68,7 +67,7 @@ def run_demo(
     in_focus = in_focus_paths()[0].parent
 
     console.rule("1/4 simulate defocus from the real in-focus fields")
-    planes = simulate_bbbc006(in_focus, data, (*TRAIN_Z, 32), seed=seed, overwrite=overwrite)
+    planes = simulate_bbbc006(in_focus, data, DEFAULT_INPUT_Z, seed=seed, overwrite=overwrite)
     console.print(f"{len(planes)} planes written to {data}")
 
     console.rule("2/4 train")
@@ -97,7 +96,7 @@ def run_demo(
     evaluation = evaluate(
         Refocuser.from_file(result.out, device=device),  # one model prepared for all
         data,
-        input_z=EVAL_Z,
+        input_z=DEFAULT_INPUT_Z,
         split="val",
         out=out,
         unpaired=real,
@@ -132,23 +131,13 @@ def model_output_saver(dest: Path) -> OutputSink:
 
 
 def summary_table(evaluation: Evaluation) -> Table:
-    """Mean PSNR / SSIM per z and method, the same numbers as metrics.csv."""
-    from collections import defaultdict
-    from statistics import mean
-
-    cells: dict[tuple[int, str], list[tuple[float, float]]] = defaultdict(list)
-    for row in evaluation.rows:
-        cells[(row["z"], row["method"])].append((row["psnr"], row["ssim"]))
-    methods = list(dict.fromkeys(row["method"] for row in evaluation.rows))
+    """Mean PSNR / SSIM per z and method: the summary that metrics.json and the report hold."""
+    summary = evaluation.summary
+    cells = {(r["z"], r["method"]): r for r in summary["paired"]}
+    methods = summary["methods"]
     table = Table("z", *(f"{m}\nPSNR / SSIM" for m in methods), title="held-out fields")
-    for z in sorted({z for z, _ in cells}):
-        row = []
-        for m in methods:
-            values = cells.get((z, m))
-            row.append(
-                f"{mean(v[0] for v in values):.2f} / {mean(v[1] for v in values):.3f}"
-                if values
-                else "-"
-            )
-        table.add_row(f"{z}{' (unseen side)' if z > 16 else ''}", *row)
+    for z in dict.fromkeys(r["z"] for r in summary["paired"]):  # in summarize's z order
+        row = [f"{c['psnr']['mean']:.2f} / {c['ssim']['mean']:.3f}"
+               if (c := cells.get((z, m))) else "-" for m in methods]
+        table.add_row(f"{z}{' (unseen side)' if z > BEST_FOCUS_Z else ''}", *row)
     return table

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from refocus import baselines
-from refocus.data import Pair, load_pairs
+from refocus.data import Pair, build_pairs, split_pairs
 from refocus.data.bbbc006 import BEST_FOCUS_Z, plane_from_path
 from refocus.errors import RefocusError
 from refocus.io import IMAGE_SUFFIXES, atomic_output, read_plane
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 #: A method restores one plane given its z; ``None`` means it does not apply (no PSF known).
 Method = Callable[[np.ndarray, int | None], np.ndarray | None]
 
+#: The method's planes: trained-side z = 1, 5, 10 and, never trained on, z = 32.
+DEFAULT_INPUT_Z = (1, 5, 10, 32)
 SUMMARY_METRICS = ("psnr", "ssim", "fg_ssim", "nuclei_f1", "count_error")
 CSV_COLUMNS = ("field", "z", "method", "psnr", "ssim", "fg_ssim", "nuclei_target",
                "nuclei_pred", "count_error", "nuclei_f1", "focus")
@@ -330,19 +332,26 @@ def evaluate_fields(fields: Sequence[EvalField], methods: Mapping[str, Method],
     return Evaluation(rows, summary, out, files, urows)
 
 
-def load_fields(pairs: Sequence[Pair], limit: int | None = None) -> list[EvalField]:
-    """Read pairs (:class:`refocus.data.Pair`) into arrays, each target read once."""
-    targets: dict[Path, np.ndarray] = {}
+def load_fields(pairs: Sequence[Pair], limit: int | None = None,
+                cache: dict[Path, np.ndarray] | None = None) -> list[EvalField]:
+    """Read pairs (:class:`refocus.data.Pair`) into arrays, each file read once (also
+    across calls sharing ``cache``: a target serves several z, a field both tuning and
+    scoring)."""
+    reads = {} if cache is None else cache
+
+    def read(path: Path) -> np.ndarray:
+        if path not in reads:
+            reads[path] = read_plane(path)
+        return reads[path]
+
     fields = []
     by_field = sorted(pairs, key=lambda p: (str(p.target), p.z if p.z is not None else -1))
     keep = sorted({str(p.target) for p in by_field})[:limit] if limit else None
     for p in by_field:
         if keep is not None and str(p.target) not in keep:
             continue
-        if p.target not in targets:
-            targets[p.target] = read_plane(p.target)
         name = p.name.rsplit("_z", 1)[0] if p.z is not None else p.name  # field_channel
-        fields.append(EvalField(name, p.z, read_plane(p.input), targets[p.target]))
+        fields.append(EvalField(name, p.z, read(p.input), read(p.target)))
     return fields
 
 
@@ -408,7 +417,7 @@ def model_name(path: str | Path, taken: Iterable[str]) -> str:
 
 
 def evaluate(model: str | Path | Refocuser, data: str | Path, layout: str = "bbbc006",
-             input_z: Sequence[int] = (1, 5, 10, 32), target_z: int = BEST_FOCUS_Z,
+             input_z: Sequence[int] = DEFAULT_INPUT_Z, target_z: int = BEST_FOCUS_Z,
              split: str = "test", out: str | Path = "evaluation",
              second_model: str | Path | None = None, *,
              unpaired: str | Path | Sequence[str | Path] | None = None,
@@ -440,15 +449,17 @@ def evaluate(model: str | Path | Refocuser, data: str | Path, layout: str = "bbb
     fractions = fractions or trained["fractions"]
     seed = trained["seed"] if seed is None else seed
     channels = channels or trained["channels"]
-    pairs = load_pairs(data, split, layout, input_z, target_z, channels, fractions, seed)
+    every = build_pairs(data, layout, input_z, target_z, channels)  # one scan of the folder
+    splits = {"all": every, **split_pairs(every, fractions, seed)}
+    pairs = splits[split]
     if not pairs:
         raise RefocusError(data, f"no pairs in the {split!r} split")
-    fields = load_fields(pairs, max_fields)
+    reads: dict[Path, np.ndarray] = {}
+    fields = load_fields(pairs, max_fields, reads)
     optics, optics_source = (optics, "given") if optics is not None else data_optics(data)
     deconv = Deconvolution(optics)
     if layout == "bbbc006":
-        val = load_pairs(data, "val", layout, input_z, target_z, channels, fractions, seed)
-        deconv.tune(load_fields(val, max_val_fields), rl_candidates, progress)
+        deconv.tune(load_fields(splits["val"], max_val_fields, reads), rl_candidates, progress)
     methods = baseline_methods(deconv) if deconv.iterations else {
         "identity": baseline_methods(deconv)["identity"]}
     methods["model"] = model_method(model, device)

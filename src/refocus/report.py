@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from refocus.data.bbbc006 import BEST_FOCUS_Z
 from refocus.io import atomic_output
-from refocus.metrics import fit_to_target, normalize_target
+from refocus.metrics import affine_fit, normalize_target
 
 METRIC_LABELS = {
     "psnr": "PSNR (dB)",
@@ -163,11 +164,11 @@ def plot_panels(panels: Sequence[Panel], path: Path, overwrite: bool = False,
     for i, panel in enumerate(panels):
         window = _crop_window(panel.target if paired else panel.input, crop)
         images = {"input": panel.input, **{m: panel.outputs[m] for m in methods}}
+        ref = normalize_target(panel.target) if paired else None  # once per panel
         for j, col in enumerate(cols):
             ax = axes[rows_per * i, j]
             if paired:
-                ref = normalize_target(panel.target)
-                shown = ref if col == "target" else fit_to_target(panel.target, images[col])[1]
+                shown = ref if col == "target" else affine_fit(images[col], ref)
             else:
                 shown = normalize_target(images[col], 1.0, 99.8)
             ax.imshow(shown[window], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
@@ -301,7 +302,7 @@ def render_report(out: str | Path, summary: Mapping[str, Any],
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     meta = summary.get("meta", {})
-    target_z = int(meta.get("target_z", 16))
+    target_z = int(meta.get("target_z", BEST_FOCUS_Z))
     records = summary.get("paired", [])
     parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8>"
              f"<title>refocus evaluation</title><style>{CSS}</style></head><body>",

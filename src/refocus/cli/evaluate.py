@@ -7,8 +7,7 @@ from pathlib import Path
 import typer
 
 from refocus.cli.app import app, console, plane_numbers
-
-DEFAULT_Z = (1, 5, 10, 32)
+from refocus.data.bbbc006 import BEST_FOCUS_Z
 
 
 @app.command("evaluate", context_settings={"allow_extra_args": True})
@@ -19,7 +18,8 @@ def evaluate_cmd(
     layout: str = typer.Option("bbbc006", help="bbbc006 or pairs."),
     input_z: list[str] | None = typer.Option(
         None, "--input-z", help="Defocused planes to score (default: 1 5 10 32)."),
-    target_z: int = typer.Option(16, "--target-z", help="In-focus plane used as the target."),
+    target_z: int = typer.Option(
+        BEST_FOCUS_Z, "--target-z", help="In-focus plane used as the target."),
     split: str = typer.Option("test", help="train, val, test or all (split by well, seeded)."),
     out: Path = typer.Option(..., "--out", help="Folder for metrics.csv/json, report.html."),
     second_model: Path | None = typer.Option(
@@ -34,9 +34,9 @@ def evaluate_cmd(
     overwrite: bool = typer.Option(False, help="Replace outputs that exist already."),
 ) -> None:
     """Compare the model with identity, Richardson-Lucy and Wiener on the same fields."""
-    from refocus.evaluate import evaluate
+    from refocus.evaluate import DEFAULT_INPUT_Z, evaluate
 
-    planes = plane_numbers(input_z, ctx.args, "--input-z", DEFAULT_Z)
+    planes = plane_numbers(input_z, ctx.args, "--input-z", DEFAULT_INPUT_Z)
     result = evaluate(
         model, data, layout, planes, target_z, split, out, second_model,
         unpaired=unpaired, seed=seed, max_fields=max_fields, device=device, overwrite=overwrite,
