@@ -41,15 +41,15 @@ from rich.table import Table
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
-from refocus.accel import COMPUTE_DTYPE, relative_error, variants_for
+from refocus.archs.resnet_unet import build_unet
 from refocus.data.dataset import CropDataset
 from refocus.data.normalize import PercentileNormalizer
 from refocus.data.pairs import Pair
-from refocus.io import read_plane
+from refocus.images import read_plane
+from refocus.inference.backends import COMPUTE_DTYPE, relative_error, variants_for
+from refocus.inference.refocuser import ALIGN, Refocuser
 from refocus.loss import build_loss
-from refocus.model import build_unet
 from refocus.modelfile import load_model
-from refocus.predict import ALIGN, Refocuser
 from refocus.samples import in_focus_paths, z00_paths
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from refocus.io import read_plane
+from refocus.images import read_plane
 from refocus.samples import in_focus_paths, sample_dir
 from refocus.simulate import (
     BBBC006_CAMERA,

@@ -13,7 +13,7 @@ import tifffile
 from rich.console import Console
 from scipy import ndimage
 
-from refocus.io import read_plane
+from refocus.images import read_plane
 from refocus.samples import in_focus_paths, sample_dir, z00_paths
 
 

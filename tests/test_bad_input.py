@@ -14,7 +14,7 @@ import tifffile
 from refocus.cli import main
 from refocus.data import build_pairs
 from refocus.errors import RefocusError
-from refocus.io import read_plane
+from refocus.images import read_plane
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str]:

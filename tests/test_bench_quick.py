@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from refocus.accel import (
+from refocus.inference.backends import (
     TOLERANCE,
     build_variant,
     default_variant,
@@ -129,7 +129,7 @@ def test_cuda_is_skipped_cleanly_without_a_gpu() -> None:
 
 
 def test_auto_without_onnxruntime_falls_back_by_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
-    import refocus.accel as accel
+    import refocus.inference.backends as accel
 
     monkeypatch.setattr(accel, "onnxruntime_available", lambda: False)
     expected = "bf16" if accel.cpu_has_native_bf16() else "eager"

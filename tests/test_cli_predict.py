@@ -12,8 +12,7 @@ import tifffile
 from test_formats import write_ome_zarr
 
 from refocus.cli import main
-from refocus.formats import open_ome_zarr, read_image
-from refocus.io import read_plane
+from refocus.images import open_ome_zarr, read_image, read_plane
 
 
 def run_cli(capsys, *args: object) -> tuple[int, str, str]:

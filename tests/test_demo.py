@@ -10,7 +10,7 @@ import pytest
 
 from refocus.cli import main
 from refocus.errors import RefocusError
-from refocus.io import read_plane
+from refocus.images import read_plane
 from refocus.metrics import focus_score
 from refocus.modelfile import read_model_file
 from refocus.samples import z00_paths

@@ -26,7 +26,7 @@ from refocus.evaluate import (
     evaluate,
     evaluate_fields,
 )
-from refocus.io import read_plane
+from refocus.images import read_plane
 from refocus.metrics import psnr, score_field, ssim
 from refocus.simulate import Optics, defocus_psf, plane_defocus_um, simulate_plane
 

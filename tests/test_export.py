@@ -16,20 +16,19 @@ import torch
 import yaml
 
 from refocus.cli import main
+from refocus.convert import run_onnx, run_torchscript
 from refocus.export import (
     BBBC006_CITATION,
     REFOCUS_CITATION,
     bioimageio_normalise,
     export_model,
     pytorch_output,
-    run_onnx,
-    run_torchscript,
     sample_input,
     validate_bioimageio,
 )
-from refocus.io import read_plane, write_tiff
+from refocus.images import read_plane, write_tiff
+from refocus.inference.refocuser import receptive_radius
 from refocus.modelfile import load_model
-from refocus.predict import receptive_radius
 
 
 @pytest.fixture(scope="module")

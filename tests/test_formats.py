@@ -8,16 +8,16 @@ import tifffile
 import zarr
 
 from refocus.errors import RefocusError
-from refocus.formats import (
+from refocus.images import (
     atomic_output_dir,
     build_pyramid,
     create_like,
     is_image_path,
     open_ome_zarr,
     read_image,
+    read_plane,
     write_like,
 )
-from refocus.io import read_plane
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from refocus.errors import RefocusError
-from refocus.io import atomic_output, read_plane, write_tiff
+from refocus.images import atomic_output, read_plane, write_tiff
 
 
 def test_uint16_round_trip_is_exact(tmp_path, in_focus_images):

@@ -15,11 +15,10 @@ import tifffile
 from test_formats import write_ome_zarr
 from test_predict import near_identity_net
 
-from refocus.batch import expand_inputs, plan_jobs, run_jobs
-from refocus.formats import open_ome_zarr, read_image
-from refocus.io import read_plane
-from refocus.largeimage import refocus_ome_zarr
-from refocus.predict import Refocuser
+from refocus.images import open_ome_zarr, read_image, read_plane
+from refocus.inference.chunked import refocus_ome_zarr
+from refocus.inference.files import expand_inputs, plan_jobs, run_jobs
+from refocus.inference.refocuser import Refocuser
 
 BIG = 4096
 
@@ -31,9 +30,9 @@ MEMORY_PROBE = textwrap.dedent("""
     import numpy as np
     sys.path.insert(0, sys.argv[4])
     from test_predict import near_identity_net
-    from refocus.formats import open_ome_zarr
-    from refocus.largeimage import refocus_ome_zarr
-    from refocus.predict import Refocuser
+    from refocus.images import open_ome_zarr
+    from refocus.inference.chunked import refocus_ome_zarr
+    from refocus.inference.refocuser import Refocuser
 
     def status_mb(key):
         with open("/proc/self/status") as f:

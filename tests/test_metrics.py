@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from refocus.io import read_plane
+from refocus.images import read_plane
 from refocus.metrics import (
     affine_fit,
     bootstrap_ci,

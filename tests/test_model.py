@@ -11,14 +11,10 @@ import torch
 from torch import nn
 from torchvision.models import resnet18, resnet34
 
+from refocus.archs.padding import pad_to_multiple
+from refocus.archs.resnet_unet import PixelShuffleICNR, SelfAttention, build_unet
 from refocus.data import PercentileNormalizer
 from refocus.errors import RefocusError
-from refocus.model import (
-    PixelShuffleICNR,
-    SelfAttention,
-    build_unet,
-    pad_to_multiple,
-)
 from refocus.modelfile import load_model, read_model_file, save_model
 
 
@@ -100,12 +96,12 @@ def test_self_attention_starts_as_identity_and_learns_a_gain() -> None:
 
 def test_freezing_keeps_encoder_batchnorm_trainable() -> None:
     model = build_unet("resnet18", weights=None)
-    model.freeze_encoder(True)
+    model.freeze_pretrained(True)
     assert not model.encoder.conv1.weight.requires_grad
     assert not model.encoder.layer4[0].conv2.weight.requires_grad
     assert model.encoder.bn1.weight.requires_grad and model.encoder.layer3[1].bn2.bias.requires_grad
     assert all(p.requires_grad for n, p in model.named_parameters() if not n.startswith("encoder"))
-    model.freeze_encoder(False)
+    model.freeze_pretrained(False)
     assert all(p.requires_grad for p in model.parameters())
 
 

@@ -12,7 +12,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from refocus.io import read_plane  # noqa: E402
+from refocus.images import read_plane  # noqa: E402
 
 napari = pytest.importorskip("napari")
 npe2 = pytest.importorskip("npe2")
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 @pytest.fixture(scope="module")
 def refocuser(tiny_model_path: Path):
-    from refocus.predict import Refocuser
+    from refocus.inference.refocuser import Refocuser
 
     return Refocuser.from_file(tiny_model_path, device="cpu")
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
+from refocus.archs.padding import pad_to_multiple
 from refocus.errors import RefocusError
-from refocus.model import pad_to_multiple
+from refocus.inference.refocuser import Refocuser, flux_gain, gain_from_sums, grid_padding, to_dtype
+from refocus.inference.tiling import tile_starts
 from refocus.modelfile import load_model
-from refocus.predict import Refocuser, flux_gain, gain_from_sums, grid_padding, to_dtype
-from refocus.tiling import tile_starts
 
 #: Flux tolerance after rounding to uint16 (the rule itself is exact in float64).
 FLUX_RTOL = 1e-4
@@ -46,7 +46,7 @@ def stand_in() -> Refocuser:
 @pytest.fixture(scope="module")
 def field(z00_files) -> np.ndarray:
     """A real defocused field (z=00), cropped to 384x512 to keep the CPU tests short."""
-    from refocus.io import read_plane
+    from refocus.images import read_plane
 
     return read_plane(z00_files[0])[:384, :512]
 
@@ -89,7 +89,7 @@ def test_no_seam_at_tile_borders(whole_and_tiled, field):
 
 
 def test_uint16_in_uint16_out_with_flux_kept(stand_in, z00_files):
-    from refocus.io import read_plane
+    from refocus.images import read_plane
 
     for path in z00_files[:3]:
         image = read_plane(path)

@@ -15,7 +15,7 @@ from refocus.cli import main
 from refocus.data import build_pairs, scan_bbbc006
 from refocus.data.bbbc006 import PLANE_RE
 from refocus.errors import RefocusError
-from refocus.io import read_plane
+from refocus.images import read_plane
 from refocus.samples import in_focus_paths
 from refocus.simulate import (
     Camera,

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from refocus.tiling import (
+from refocus.inference.tiling import (
     _ramp,
     choose_tile,
     halo_of,
@@ -133,7 +133,7 @@ def test_out_of_memory_halves_the_tile_and_goes_on(field, caplog):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return as_fn(net)(t)
 
-    with caplog.at_level(logging.WARNING, logger="refocus.tiling"):
+    with caplog.at_level(logging.WARNING, logger="refocus.inference.tiling"):
         out = predict_tiled(fn, field, tile=2048, overlap=24, align=32, on_shrink=shrunk.append)
     assert shrunk == [320, 160]  # 696 -> 348 rounded to the 32 grid -> 320 -> 160
     assert all(max(s) <= 160 for s in seen[2:])

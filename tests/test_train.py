@@ -12,7 +12,7 @@ import torch
 from conftest import write_bbbc006_layout
 from rich.console import Console
 
-import refocus.train as train_module
+import refocus.train.loop as train_module
 from refocus.cli import main
 from refocus.device import select_device
 from refocus.errors import RefocusError

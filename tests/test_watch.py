@@ -19,9 +19,9 @@ import pytest
 import tifffile
 
 from refocus.errors import RefocusError
-from refocus.hook import LATENCY_KEY, MODEL_KEY, make_image_process_fn
-from refocus.io import read_plane
-from refocus.watch import LEDGER_NAME, output_path, read_ledger, watch
+from refocus.images import read_plane
+from refocus.inference.acquisition import LATENCY_KEY, MODEL_KEY, make_image_process_fn
+from refocus.inference.watch import LEDGER_NAME, output_path, read_ledger, watch
 
 SETTLE = 0.3
 POLL = 0.03
@@ -35,7 +35,7 @@ def frames(z00_files: list[Path]) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def refocuser(tiny_model_path: Path):
-    from refocus.predict import Refocuser
+    from refocus.inference.refocuser import Refocuser
 
     return Refocuser.from_file(tiny_model_path, device="cpu")
 

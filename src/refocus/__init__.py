@@ -14,7 +14,7 @@ __all__ = ["Refocuser", "__version__"]
 
 def __getattr__(name: str) -> Any:
     if name == "Refocuser":
-        from refocus.predict import Refocuser
+        from refocus.inference.refocuser import Refocuser
 
         return Refocuser
     raise AttributeError(f"module 'refocus' has no attribute {name!r}")

@@ -18,8 +18,8 @@ from rich.table import Table
 
 from refocus.data.bbbc006 import BEST_FOCUS_Z, TRAIN_Z
 from refocus.evaluate import DEFAULT_INPUT_Z, EvalField, Evaluation, OutputSink, evaluate
-from refocus.io import ensure_writable_folder, refuse_used_folder
-from refocus.predict import Refocuser
+from refocus.images import ensure_writable_folder, refuse_used_folder
+from refocus.inference.refocuser import Refocuser
 from refocus.samples import in_focus_paths, z00_paths
 from refocus.simulate import simulate_bbbc006
 from refocus.train import TrainConfig, train
@@ -116,7 +116,7 @@ def run_demo(
 def model_output_saver(dest: Path) -> OutputSink:
     """Save the model's output for each real field as the file ``refocus predict`` would
     write (same name, format and dtype), so the evaluation's prediction is not repeated."""
-    from refocus.formats import read_image, write_like
+    from refocus.images import read_image, write_like
 
     folder = ensure_writable_folder(dest)
 

@@ -18,8 +18,7 @@ from torchvision.models import VGG16_BN_Weights
 from torchvision.models.vgg import cfgs, make_layers
 
 from refocus.errors import RefocusError
-from refocus.model import ImageNetRGB
-from refocus.weights import load_pretrained
+from refocus.imagenet import ImageNetRGB, load_pretrained
 
 LOSSES = ("feature", "l1", "mse", "ssim")
 LAYER_WEIGHTS = (5.0, 15.0, 2.0)

@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from refocus.archs import build_network
 from refocus.data.normalize import PercentileNormalizer
 from refocus.errors import RefocusError
-from refocus.io import atomic_output
-from refocus.model import build_unet
+from refocus.images import atomic_output
 
 FORMAT = "refocus-model"
 VERSION = 1
@@ -152,7 +152,7 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     payload = read_model_file(path)
     arch = payload["arch"]
     try:
-        model = build_unet(arch["arch"], weights=None, self_attention=arch["self_attention"])
+        model = build_network(arch, path)
         model.load_state_dict(payload["state_dict"])
     except (KeyError, TypeError, RuntimeError) as exc:
         raise RefocusError(path, f"damaged model file: weights do not fit {arch!r}") from exc

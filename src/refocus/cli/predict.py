@@ -38,9 +38,9 @@ def predict_cmd(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from refocus.batch import Outcome, expand_inputs, plan_jobs, run_jobs
-    from refocus.io import ensure_writable_folder
-    from refocus.predict import Refocuser
+    from refocus.images import ensure_writable_folder
+    from refocus.inference.files import Outcome, expand_inputs, plan_jobs, run_jobs
+    from refocus.inference.refocuser import Refocuser
 
     jobs = plan_jobs(expand_inputs(inputs), ensure_writable_folder(out))
     refocuser = Refocuser.from_file(model, device=device)

@@ -24,7 +24,7 @@ def watch_cmd(
     overwrite: bool = typer.Option(False, help="Replace outputs that exist already."),
 ) -> None:
     """Refocus each image as it lands in IN_DIR; restart to catch up; Ctrl-C to stop."""
-    from refocus.watch import FrameResult, watch
+    from refocus.inference.watch import FrameResult, watch
 
     def log_frame(frame: FrameResult) -> None:
         console.print(f"{frame.name} -> {frame.output.name}  latency"

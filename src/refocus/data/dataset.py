@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from refocus.data.normalize import PercentileNormalizer
 from refocus.data.pairs import Pair
 from refocus.errors import RefocusError
-from refocus.io import read_plane
+from refocus.images import read_plane
 
 
 class PlaneCache:

@@ -14,7 +14,7 @@ import tifffile
 
 from refocus.data.bbbc006 import Bbbc006Index, Field, scan_bbbc006
 from refocus.errors import RefocusError
-from refocus.io import TIFF_SUFFIXES
+from refocus.images import TIFF_SUFFIXES
 
 
 @dataclass

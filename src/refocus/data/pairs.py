@@ -14,7 +14,7 @@ from typing import Literal
 from refocus.data.bbbc006 import BEST_FOCUS_Z, TRAIN_Z, plane_folder_name, scan_bbbc006
 from refocus.data.split import split_groups
 from refocus.errors import RefocusError
-from refocus.io import IMAGE_SUFFIXES
+from refocus.images import IMAGE_SUFFIXES
 
 Layout = Literal["bbbc006", "pairs"]
 

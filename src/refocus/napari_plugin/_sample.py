@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from refocus.io import read_plane
+from refocus.images import read_plane
 from refocus.samples import z00_paths
 
 

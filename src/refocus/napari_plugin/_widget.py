@@ -17,7 +17,7 @@ from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, 
 if TYPE_CHECKING:
     import napari
 
-    from refocus.predict import Refocuser
+    from refocus.inference.refocuser import Refocuser
 
 Progress = tuple[int, int]
 
@@ -68,7 +68,7 @@ class RefocusWidget(Container):
 
     def _refocuser(self, path: Path) -> Refocuser:
         """Load the model once per file version; reloading costs seconds per click."""
-        from refocus.predict import Refocuser
+        from refocus.inference.refocuser import Refocuser
 
         key = (path.resolve(), path.stat().st_mtime_ns)
         if self._loaded is None or self._loaded[0] != key:

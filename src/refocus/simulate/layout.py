@@ -28,7 +28,7 @@ from refocus.data.bbbc006 import (
     scan_bbbc006,
 )
 from refocus.errors import RefocusError
-from refocus.io import atomic_output, read_plane, refuse_used_folder, write_tiff
+from refocus.images import atomic_output, read_plane, refuse_used_folder, write_tiff
 from refocus.simulate.camera import BBBC006_CAMERA, Camera, simulate_plane
 from refocus.simulate.optics import BBBC006_OPTICS, Optics
 

@@ -45,7 +45,7 @@ from refocus.data.dataset import CropDataset
 from refocus.device import select_device
 from refocus.errors import RefocusError
 from refocus.loss import LOSSES, build_loss
-from refocus.model import ARCHS, RefocusUNet, build_unet
+from refocus.archs.resnet_unet import ARCHS, RefocusUNet, build_unet
 from refocus.modelfile import read_model_file, replace_history, save_model
 
 RUNTIME_FIELDS = ("device", "workers", "overwrite", "resume")
@@ -593,7 +593,7 @@ class _Run:
 
     def run_stage(self, stage: _Stage, start: tuple[int, int]) -> None:
         self.stage = stage
-        self.model.freeze_encoder(stage.frozen)
+        self.model.freeze_pretrained(stage.frozen)
         self.optimizer, self.scheduler = _optimizer(self.model, self.config, stage, self.steps)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
         if self.state is not None and self.state["stage"] == stage.index:

@@ -26,17 +26,16 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm, weight_norm
 from torchvision import models
 
+from refocus.archs import register_architecture
+from refocus.archs.padding import MULTIPLE, pad_to_multiple
 from refocus.errors import RefocusError
-from refocus.weights import load_pretrained
+from refocus.imagenet import ImageNetRGB, load_pretrained
 
 ARCHS = {
     "resnet18": (models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1),
     "resnet34": (models.resnet34, models.ResNet34_Weights.IMAGENET1K_V1),
     "resnet50": (models.resnet50, models.ResNet50_Weights.IMAGENET1K_V1),
 }
-MULTIPLE = 32  # the encoder halves the size five times
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 OFFLINE_WAYS_OUT = (
     "train from scratch with --no-pretrained, or give a local state dict with --weights FILE."
 )
@@ -177,48 +176,6 @@ class Encoder(nn.Module):
         return [[p for m in low for p in m.parameters()], [p for m in high for p in m.parameters()]]
 
 
-def grid_pads(n: int, multiple: int = MULTIPLE) -> tuple[int, int]:
-    """(before, after) padding of a length-``n`` axis up to ``multiple``, split evenly with
-    the odd pixel after. The one definition of the split: chunk-wise prediction
-    (:mod:`refocus.predict`, :mod:`refocus.largeimage`) must pad exactly as the network does."""
-    pad = -n % multiple
-    return pad // 2, pad - pad // 2
-
-
-def reflect_fits(height: int, width: int, multiple: int = MULTIPLE) -> bool:
-    """Whether :func:`grid_pads` can reflect (each pad shorter than its axis, as reflection
-    needs); on tiny images the edge is replicated instead."""
-    top, bottom = grid_pads(height, multiple)
-    left, right = grid_pads(width, multiple)
-    return max(left, right) < width and max(top, bottom) < height
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int = MULTIPLE) -> torch.Tensor:
-    """Pad the last two dims up to ``multiple``, split evenly; reflect (replicate if tiny)."""
-    h, w = x.shape[-2:]
-    top, bottom = grid_pads(h, multiple)
-    left, right = grid_pads(w, multiple)
-    pads = (left, right, top, bottom)
-    if not any(pads):
-        return x
-    mode = "reflect" if reflect_fits(h, w, multiple) else "replicate"
-    return F.pad(x, pads, mode=mode)
-
-
-class ImageNetRGB(nn.Module):
-    """Grey (N, 1, H, W) -> ImageNet-normalised RGB (N, 3, H, W): the input step of both the
-    encoder and the feature loss's VGG. Its buffers are not persistent, so state dicts (and
-    saved model files) carry no trace of it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.expand(-1, 3, -1, -1) - self.mean) / self.std
-
-
 class RefocusUNet(nn.Module):
     """(N, 1, H, W) defocused -> (N, 1, H, W) refocused, for any H and W."""
 
@@ -262,7 +219,7 @@ class RefocusUNet(nn.Module):
         top, left = (y.shape[-2] - h) // 2, (y.shape[-1] - w) // 2
         return y[..., top : top + h, left : left + w]
 
-    def freeze_encoder(self, frozen: bool = True) -> None:
+    def freeze_pretrained(self, frozen: bool = True) -> None:
         """Stage one of the method: train the decoder only, but keep the encoder's
         BatchNorm layers trainable (fastai's ``train_bn``) so they adapt to microscopy."""
         for module in self.encoder.modules():
@@ -292,15 +249,33 @@ def build_unet(
     """
     model = RefocusUNet(arch, self_attention)
     if weights is not None:
-        builder, default = ARCHS[arch]
-        resnet = builder(weights=None)
-        load_pretrained(
-            resnet,
-            weights,
-            default,
-            what=f"{arch} encoder",
-            ways_out=OFFLINE_WAYS_OUT,
-            optional_prefixes=("fc.",),
-        )
-        model.encoder.load_state_dict(Encoder(resnet).state_dict())
+        load_encoder_weights(model, weights)
     return model
+
+
+def load_encoder_weights(model: RefocusUNet, weights: str | Path) -> None:
+    """Start the encoder from ImageNet (or a local ResNet state dict)."""
+    arch = model.config["arch"]
+    builder, default = ARCHS[arch]
+    resnet = builder(weights=None)
+    load_pretrained(
+        resnet,
+        weights,
+        default,
+        what=f"{arch} encoder",
+        ways_out=OFFLINE_WAYS_OUT,
+        optional_prefixes=("fc.",),
+    )
+    model.encoder.load_state_dict(Encoder(resnet).state_dict())
+
+
+def _register(arch: str) -> None:
+    def build(self_attention: bool = False) -> RefocusUNet:
+        return RefocusUNet(arch, self_attention)
+
+    summary = f"the paper's U-Net: {arch} encoder (ImageNet), fastai-style decoder"
+    register_architecture(arch, summary, load_encoder_weights)(build)
+
+
+for _arch in ARCHS:
+    _register(_arch)

@@ -25,13 +25,13 @@ from refocus import baselines
 from refocus.data import Pair, build_pairs, split_pairs
 from refocus.data.bbbc006 import BEST_FOCUS_Z, plane_from_path
 from refocus.errors import RefocusError
-from refocus.io import IMAGE_SUFFIXES, atomic_output, read_plane
+from refocus.images import IMAGE_SUFFIXES, atomic_output, read_plane
 from refocus.metrics import bootstrap_ci, focus_score, score_field, segment_nuclei
 from refocus.report import Panel, render_report
 from refocus.simulate import Optics, defocus_psf, plane_defocus_um
 
 if TYPE_CHECKING:
-    from refocus.predict import Refocuser
+    from refocus.inference.refocuser import Refocuser
 
 #: A method restores one plane given its z; ``None`` means it does not apply (no PSF known).
 Method = Callable[[np.ndarray, int | None], np.ndarray | None]
@@ -123,7 +123,7 @@ def model_method(model: str | Path | Refocuser, device: str | None = None) -> Me
     Its output is what ``refocus predict`` writes: the input's units and dtype, so the
     scores are those of the files users get.
     """
-    from refocus.predict import Refocuser
+    from refocus.inference.refocuser import Refocuser
 
     refocuser = model if isinstance(model, Refocuser) else Refocuser.from_file(model, device)
 

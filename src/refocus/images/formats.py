@@ -14,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,13 +23,12 @@ import numpy as np
 import tifffile
 
 from refocus.errors import RefocusError
-from refocus.io import (
+from refocus.images.output import atomic_output
+from refocus.images.planes import (
     IMAGE_SUFFIXES,
     PNG_SUFFIXES,
     TIFF_SUFFIXES,
-    atomic_output,
     check_pixel_type,
-    prepare_destination,
     read_or_raise,
     read_plane,
     write_tiff,
@@ -286,27 +283,3 @@ def build_pyramid(path: Path, source: OmeZarr, scheduler: Any = None) -> None:
         da.store(lower, target, lock=False, compute=True, scheduler=scheduler)
 
 
-@contextlib.contextmanager
-def atomic_output_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
-    """Like :func:`refocus.io.atomic_output`, for a folder (a Zarr store).
-
-    Yields an empty temporary folder beside ``path``; on success it takes the final name
-    (an existing ``path`` is replaced only with ``overwrite``, and removed only after the
-    new one is in place). On failure the temporary folder is removed.
-    """
-    path = Path(path)
-    parent = prepare_destination(path, overwrite)
-    tmp = parent / f".{path.name}.{uuid.uuid4().hex[:12]}.part"
-    tmp.mkdir(mode=0o777)  # the umask applies, as for any folder the user makes
-    old = parent / f"{tmp.name}.old"
-    try:
-        yield tmp
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.is_dir():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink(missing_ok=True)

@@ -18,23 +18,22 @@ largest absolute difference is reported.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
+from refocus.archs.padding import MULTIPLE
+from refocus.convert import INPUT_NAME, OUTPUT_NAME, RUNNERS, export_onnx, export_torchscript
 from refocus.errors import RefocusError
-from refocus.io import atomic_output, prepare_destination, read_plane
-from refocus.model import MULTIPLE, pad_to_multiple
+from refocus.images import atomic_output, prepare_destination, read_plane
 from refocus.samples import z00_paths
 
 if TYPE_CHECKING:
@@ -42,7 +41,7 @@ if TYPE_CHECKING:
     from refocus.modelfile import LoadedModel
 
 FORMATS = ("torchscript", "onnx", "bioimageio")
-INPUT_NAME, OUTPUT_NAME = "input", "output"
+
 #: Exported files must match PyTorch this closely on the normalised sample (0..1 scale).
 TOLERANCE = 1e-3
 
@@ -82,89 +81,8 @@ class ExportReport:
         return out
 
 
-# --- exporters (usable on any RefocusUNet, e.g. by refocus.accel) ----------------------
 
 
-def _example(shape: tuple[int, int, int, int]) -> Tensor:
-    """A fixed example input: tracing and export record operations, so only its shape
-    matters (and which sizes torch.export may treat as special)."""
-    gen = torch.Generator().manual_seed(0)
-    return torch.rand(shape, generator=gen)
-
-
-class _AnySize(nn.Module):
-    """Pad to the 32-px grid, run the traced network, crop back: any size in TorchScript."""
-
-    def __init__(self, core: nn.Module) -> None:
-        super().__init__()
-        self.core = core
-
-    def forward(self, x: Tensor) -> Tensor:
-        h, w = x.shape[2], x.shape[3]
-        y = self.core(pad_to_multiple(x))  # TorchScript takes no module-level ints
-        top, left = (y.shape[2] - h) // 2, (y.shape[3] - w) // 2
-        return y[:, :, top : top + h, left : left + w]
-
-
-@contextlib.contextmanager
-def _quiet_jit() -> Iterator[None]:
-    """torch.jit is deprecated in favour of torch.export, but deepImageJ and bioimageio.core
-    run TorchScript; the tracer's python-bool warnings concern the padding branch, which
-    the scripted wrapper handles instead."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        yield
-
-
-def export_torchscript(model: nn.Module, out: str | os.PathLike[str] | BinaryIO) -> None:
-    """Write ``model`` as a TorchScript file that accepts (N, 1, H, W) of any H and W."""
-    model = model.eval()
-    example = _example((1, 1, 4 * MULTIPLE, 5 * MULTIPLE))
-    with torch.no_grad(), _quiet_jit():
-        core = torch.jit.trace(model, example)
-        torch.jit.save(torch.jit.script(_AnySize(core)), out)
-
-
-def export_onnx(model: nn.Module, out: str | os.PathLike[str] | BinaryIO) -> int:
-    """Write ``model`` as ONNX with dynamic batch, height and width; returns the opset."""
-    import onnx
-    from torch.export import Dim
-
-    model = model.eval()
-    # batch 2 and odd sizes: 0/1 sizes and aligned sizes would be specialised by torch.export
-    example = _example((2, 1, 3 * MULTIPLE + 4, 4 * MULTIPLE + 12))
-    dims = {0: Dim.DYNAMIC, 2: Dim.DYNAMIC, 3: Dim.DYNAMIC}
-    with torch.no_grad():
-        exported = torch.export.export(model, (example,), dynamic_shapes={"x": dims})
-        program = torch.onnx.export(exported, (example,), dynamo=True, verbose=False,
-                                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
-    proto = program.model_proto
-    onnx.save(proto, out)
-    return next(op.version for op in proto.opset_import if op.domain in ("", "ai.onnx"))
-
-
-# --- running the exports, for the checks ---------------------------------------------
-
-
-def run_torchscript(path: str | os.PathLike[str], x: np.ndarray) -> np.ndarray:
-    """Run a TorchScript file on a (N, 1, H, W) float32 array."""
-    with _quiet_jit():
-        module = torch.jit.load(str(path), map_location="cpu").eval()
-    with torch.no_grad():
-        return module(torch.from_numpy(np.ascontiguousarray(x))).numpy()
-
-
-def run_onnx(path: str | os.PathLike[str], x: np.ndarray) -> np.ndarray:
-    """Run an ONNX file on a (N, 1, H, W) float32 array with ONNX Runtime (CPU)."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (y,) = session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(x)})
-    return y
-
-
-RUNNERS = {"torchscript": run_torchscript, "onnx": run_onnx}
 
 
 def _checked(runtime: str, path: Path, x: np.ndarray, reference: np.ndarray) -> float:
@@ -400,7 +318,7 @@ def export_bioimageio(
     import imageio.v3 as iio
     from bioimageio.spec import save_bioimageio_package
 
-    from refocus.predict import receptive_radius
+    from refocus.inference.refocuser import receptive_radius
 
     model = loaded.model.eval()
     halo = receptive_radius(model, torch.device("cpu"))

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from refocus.errors import RefocusError
-from refocus.io import IMAGE_SUFFIXES, atomic_output, read_plane, write_tiff
+from refocus.images import IMAGE_SUFFIXES, atomic_output, read_plane, write_tiff
 
 LEDGER_NAME = ".refocus-watch.json"
 LEDGER_FORMAT = 1
@@ -111,7 +111,7 @@ def _resolve_process(
     model: Any, tile: int | None, overlap: int | None, device: str | None
 ) -> Process:
     if isinstance(model, str | os.PathLike):
-        from refocus.predict import Refocuser
+        from refocus.inference.refocuser import Refocuser
 
         model = Refocuser.from_file(model, device=device)
     predict = getattr(model, "predict", None)

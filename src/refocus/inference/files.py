@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from refocus.errors import RefocusError
-from refocus.formats import is_image_path, is_zarr, read_image, write_like
-from refocus.io import prepare_destination
-from refocus.predict import Refocuser
+from refocus.images import is_image_path, is_zarr, prepare_destination, read_image, write_like
+from refocus.inference.refocuser import Refocuser
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,7 @@ def refocus_file(
 ) -> Path:
     """Refocus one TIFF/PNG file or OME-Zarr image into ``job.dst`` (same format)."""
     if is_zarr(job.src):
-        from refocus.largeimage import refocus_ome_zarr
+        from refocus.inference.chunked import refocus_ome_zarr
 
         return refocus_ome_zarr(refocuser, job.src, job.dst, tile=tile, overlap=overlap,
                                 channel=channel, overwrite=overwrite, scheduler=scheduler,
@@ -160,7 +159,7 @@ def run_jobs(
     if scheduler and files:
         from distributed import as_completed
 
-        from refocus.largeimage import dask_scheduler
+        from refocus.inference.chunked import dask_scheduler
 
         with dask_scheduler(scheduler) as client:
             model = client.scatter(refocuser, broadcast=True)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from refocus.data.bbbc006 import BEST_FOCUS_Z
-from refocus.io import atomic_output
+from refocus.images import atomic_output
 from refocus.metrics import affine_fit, normalize_target
 
 METRIC_LABELS = {

@@ -4,8 +4,8 @@ pycro-manager calls ``image_process_fn(image, metadata)`` for every camera frame
 and shows whatever it returns: one ``(image, metadata)`` pair, or a list of them. So::
 
     from pycromanager import Acquisition
-    from refocus.hook import make_image_process_fn
-    from refocus.predict import Refocuser
+    from refocus.inference.acquisition import make_image_process_fn
+    from refocus.inference.refocuser import Refocuser
 
     refocuser = Refocuser.from_file("model.pt")  # load once, not per frame
     with Acquisition(directory="D:/data", name="run",
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from refocus.predict import Refocuser
+    from refocus.inference.refocuser import Refocuser
 
 Metadata = dict[str, Any]
 ProcessorResult = tuple[np.ndarray, Metadata] | list[tuple[np.ndarray, Metadata]]

@@ -160,7 +160,7 @@ def _onnxruntime_predictor(model: nn.Module) -> Predictor:
     """ONNX Runtime on CPU, with as many threads as torch uses (same budget, fair test)."""
     import onnxruntime as ort
 
-    from refocus.export import export_onnx
+    from refocus.convert import export_onnx
 
     buffer = io.BytesIO()
     export_onnx(model, buffer)

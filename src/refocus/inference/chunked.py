@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 
 from refocus.errors import RefocusError
-from refocus.formats import atomic_output_dir, build_pyramid, create_like, open_ome_zarr
-from refocus.predict import (
+from refocus.images import atomic_output_dir, build_pyramid, create_like, open_ome_zarr
+from refocus.inference.refocuser import (
     ALIGN,
     Refocuser,
     gain_from_sums,

@@ -89,3 +89,23 @@ def load_pretrained(
             source,
             f"not a {what} state dict: {len(bad)} {kind} keys (first: {bad[0]!r})",
         )
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+
+
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ImageNetRGB(nn.Module):
+    """Grey (N, 1, H, W) -> ImageNet-normalised RGB (N, 3, H, W): the input step of both the
+    encoder and the feature loss's VGG. Its buffers are not persistent, so state dicts (and
+    saved model files) carry no trace of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.expand(-1, 3, -1, -1) - self.mean) / self.std
