@@ -3,9 +3,9 @@
     python benchmarks/bench.py [--quick] [--device cpu|cuda] [--arch resnet18 resnet34]
                                [--variants ...] [--json results.json]
 
-Every inference variant of :mod:`refocus.accel` runs side by side on the same real pixels
-(the shipped BBBC006 z=00 fields; a 2048x2048 mosaic of them), and its output is compared
-with eager fp32. Times are medians over repeats after warm-up, because other work shares
+Every inference variant of :mod:`refocus.inference.backends` runs side by side on the same
+real pixels (the shipped BBBC006 z=00 fields; a 2048x2048 mosaic of them), and its output
+is compared with eager fp32. Times are medians over repeats after warm-up, because other work shares
 the machine; compare variants by their ratios within one run. "% peak" is the useful
 multiply-accumulates per second (the model's MACs per pixel times pixels per second, or
 the MACs counted in one training step) over the best matmul rate measured here in the
@@ -41,13 +41,14 @@ from rich.table import Table
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
-from refocus.archs.resnet_unet import build_unet
+from refocus.archs import build_network
+from refocus.archs.padding import MULTIPLE
 from refocus.data.dataset import CropDataset
 from refocus.data.normalize import PercentileNormalizer
 from refocus.data.pairs import Pair
 from refocus.images import read_plane
 from refocus.inference.backends import COMPUTE_DTYPE, relative_error, variants_for
-from refocus.inference.refocuser import ALIGN, Refocuser
+from refocus.inference.refocuser import Refocuser
 from refocus.loss import build_loss
 from refocus.modelfile import load_model
 from refocus.samples import in_focus_paths, z00_paths
@@ -97,7 +98,7 @@ class Row:
     peak_fraction: float | None  # useful MAC/s over the measured matmul peak
     memory_mib: float  # peak RSS (CPU) or peak allocated (CUDA) during the measurement
     max_abs_diff: float | None = None  # against eager fp32 on the same input
-    relative_diff: float | None = None  # the same over eager's output range (accel.TOLERANCE)
+    relative_diff: float | None = None  # the same over eager's output range (backends.TOLERANCE)
     setup_s: float | None = None  # compile / export / first call
     times: list[float] = field(default_factory=list)  # wall seconds of every repeat
     cpu_seconds: float | None = None  # median process CPU time of one call
@@ -268,7 +269,7 @@ class Bench:
         start = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            refocuser.predict_normalised(first, tile=max(first.shape) + ALIGN)
+            refocuser.predict_normalised(first, tile=max(first.shape) + MULTIPLE)
         refused = [str(w.message) for w in caught if "using eager fp32" in str(w.message)]
         if refused:  # measuring on would time eager under this variant's name
             raise RuntimeError(refused[0])
@@ -278,7 +279,7 @@ class Bench:
             large = image.size > 2e6
             repeats = self.s.repeats_large if large else self.s.repeats
             warmup = 0 if large else self.s.warmup
-            for mode, tile in (("whole", max(image.shape) + ALIGN), ("tiled", self.s.tile)):
+            for mode, tile in (("whole", max(image.shape) + MULTIPLE), ("tiled", self.s.tile)):
                 name = f"predict {size} {mode}"
 
                 def call(image: np.ndarray = image, tile: int = tile) -> np.ndarray:
@@ -318,7 +319,7 @@ class Bench:
 
     def _train_variant(self, arch: str, loss_name: str, variant: str,
                        x: torch.Tensor, y: torch.Tensor) -> None:
-        model = build_unet(arch, weights=None).to(self.device).train()
+        model = build_network({"arch": arch}).to(self.device).train()
         loss_fn = build_loss(loss_name, vgg_weights=None).to(self.device)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
         dtype = COMPUTE_DTYPE.get(variant)
@@ -481,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(device, settings, progress)
         bench.peak("eager")
         for arch in archs:
-            model = trained if trained is not None else build_unet(arch, weights=None)
+            model = trained if trained is not None else build_network({"arch": arch})
             bench.macs[arch] = macs_per_pixel(model.eval(), device)
             if "predict" in args.tasks:
                 bench.predict(arch, model, variants)

@@ -32,7 +32,7 @@ import numpy as np
 from scipy import ndimage
 from skimage import filters, measure
 
-from refocus.io import read_plane
+from refocus.images import read_plane
 from refocus.samples import in_focus_paths, z00_paths
 from refocus.simulate import Camera, Optics, blur, defocus_psf, plane_defocus_um, simulate_plane
 

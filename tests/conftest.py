@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
 import socket
+import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -104,3 +106,48 @@ def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     monkeypatch.setattr(socket.socket, "connect", refuse)
     return home
+
+
+class RangeHandler(http.server.BaseHTTPRequestHandler):
+    """Serves ``files`` (path -> bytes) with HTTP Range support and logs every request."""
+
+    files: dict[str, bytes] = {}
+    log: list[tuple[str, str | None]] = []
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        data = self.files.get(self.path)
+        range_header = self.headers.get("Range")
+        self.log.append((self.path, range_header))
+        if data is None:
+            self.send_error(404)
+            return
+        start = int(range_header.split("=")[1].split("-")[0]) if range_header else 0
+        self.send_response(206 if range_header else 200)
+        if range_header:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        self.wfile.write(data[start:])
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def range_server() -> Iterator[tuple[str, type[RangeHandler]]]:
+    """A local HTTP server on 127.0.0.1: (base URL, handler class whose ``files`` to fill)."""
+    handler = type("Handler", (RangeHandler,), {"files": {}, "log": []})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}", handler
+    httpd.shutdown()
+
+
+@pytest.fixture
+def dead_url() -> str:
+    """A URL on a local port nobody listens on: what being offline looks like."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"

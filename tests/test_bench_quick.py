@@ -20,10 +20,10 @@ from refocus.inference.backends import (
     build_variant,
     default_variant,
     prepare_for_inference,
-    probe_image,
     relative_error,
     variants_for,
 )
+from refocus.inference.receptive import probe_image
 from refocus.modelfile import load_model
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
@@ -129,10 +129,10 @@ def test_cuda_is_skipped_cleanly_without_a_gpu() -> None:
 
 
 def test_auto_without_onnxruntime_falls_back_by_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
-    import refocus.inference.backends as accel
+    import refocus.inference.backends as backends
 
-    monkeypatch.setattr(accel, "onnxruntime_available", lambda: False)
-    expected = "bf16" if accel.cpu_has_native_bf16() else "eager"
+    monkeypatch.setattr(backends, "onnxruntime_available", lambda: False)
+    expected = "bf16" if backends.cpu_has_native_bf16() else "eager"
     assert default_variant("cpu") == expected
-    monkeypatch.setattr(accel, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(backends, "cpu_has_native_bf16", lambda: False)
     assert default_variant("cpu") == "eager"  # emulated bf16 is slower than fp32

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from refocus.data import PercentileNormalizer, build_pairs, scan_bbbc006, split_pairs
+from refocus.data import LAYOUTS, PercentileNormalizer, build_pairs, scan_bbbc006, split_pairs
 from refocus.data.dataset import CropDataset
 from refocus.data.split import split_groups
+from refocus.errors import RefocusError
 
 
 def test_scan_pairs_planes_by_field_not_by_name(make_bbbc006):
@@ -62,6 +63,23 @@ def test_generic_pairs_layout_split_by_file(tmp_path, in_focus_images):
     assert [p.name for p in pairs] == ["f0", "f1", "f2"]
     splits = split_pairs(pairs, seed=0)
     assert len(splits["val"]) >= 1 and len(splits["train"]) >= 1
+
+
+def test_unknown_layout_is_one_line_listing_the_choices(tmp_path):
+    assert LAYOUTS.names() == ("bbbc006", "pairs")
+    with pytest.raises(RefocusError) as info:
+        build_pairs(tmp_path, layout="cellpose")
+    assert str(info.value) == (
+        "--layout: unknown data layout 'cellpose' (choose from bbbc006, pairs)"
+    )
+
+
+def test_pairs_layout_without_images_names_the_known_suffixes(tmp_path):
+    for sub in ("input", "target"):
+        (tmp_path / sub).mkdir()
+    (tmp_path / "input" / "notes.txt").write_text("not an image")
+    with pytest.raises(RefocusError, match=r"input: no images \(.tif, .tiff, .png files\)"):
+        build_pairs(tmp_path, layout="pairs")
 
 
 def test_percentile_normalisation_maps_percentiles_to_0_and_1(in_focus_images):

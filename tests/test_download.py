@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import http.server
 import io
-import threading
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,40 +30,15 @@ def make_zip(z: int, image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-class RangeHandler(http.server.BaseHTTPRequestHandler):
-    files: dict[str, bytes] = {}
-    log: list[tuple[str, str | None]] = []
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        data = self.files.get(self.path)
-        range_header = self.headers.get("Range")
-        self.log.append((self.path, range_header))
-        if data is None:
-            self.send_error(404)
-            return
-        start = int(range_header.split("=")[1].split("-")[0]) if range_header else 0
-        self.send_response(206 if range_header else 200)
-        if range_header:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        self.send_header("Content-Length", str(len(data) - start))
-        self.end_headers()
-        self.wfile.write(data[start:])
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def server(in_focus_images) -> Iterator[tuple[str, type[RangeHandler]]]:
+def server(range_server, in_focus_images) -> tuple[str, type]:
+    """The conftest's local Range server holding planes z=1 and z=16 as the Broad's zips:
+    (URL template for ``base_url``, handler class with ``files`` and the request ``log``)."""
+    base, handler = range_server
     image = in_focus_images[0][:64, :96]
-    handler = type("Handler", (RangeHandler,), {"files": {}, "log": []})
     for z in (1, 16):
         handler.files[f"/BBBC006_v1_images_z_{z:02d}.zip"] = make_zip(z, image)
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}/BBBC006_v1_images_z_{{z:02d}}.zip", handler
-    httpd.shutdown()
+    return f"{base}/BBBC006_v1_images_z_{{z:02d}}.zip", handler
 
 
 def test_download_extracts_requested_channel(server, tmp_path, in_focus_images):
@@ -108,14 +80,14 @@ def test_checksum_mismatch_is_caught(server, tmp_path):
         download_bbbc006(tmp_path, [1], ["w1"], base_url=url)
 
 
-def test_offline_fails_with_one_sentence(tmp_path):
-    import socket
-
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with pytest.raises(RefocusError, match="are you offline"):
-        download_bbbc006(tmp_path, [1], base_url=f"http://127.0.0.1:{port}/z_{{z:02d}}.zip")
+def test_offline_fails_with_one_sentence(tmp_path, dead_url):
+    with pytest.raises(RefocusError, match="are you offline") as info:
+        download_bbbc006(tmp_path, [1], base_url=f"{dead_url}/z_{{z:02d}}.zip")
+    assert str(info.value).endswith(
+        "are you offline? Download BBBC006 on a connected machine with "
+        "`refocus download bbbc006` and copy the folder here."
+    )
+    assert "\n" not in str(info.value)
 
 
 def test_bad_arguments(tmp_path: Path):

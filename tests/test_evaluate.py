@@ -20,6 +20,7 @@ from refocus.errors import RefocusError
 from refocus.evaluate import (
     CSV_COLUMNS,
     Deconvolution,
+    EvalConfig,
     EvalField,
     baseline_methods,
     data_optics,
@@ -27,6 +28,7 @@ from refocus.evaluate import (
     evaluate_fields,
 )
 from refocus.images import read_plane
+from refocus.inference.refocuser import Refocuser
 from refocus.metrics import psnr, score_field, ssim
 from refocus.simulate import Optics, defocus_psf, plane_defocus_um, simulate_plane
 
@@ -208,9 +210,10 @@ def test_evaluate_from_files_with_two_models(
     unpaired = tmp_path / "unpaired"
     unpaired.mkdir()
     tifffile.imwrite(unpaired / z00_files[0].name, read_plane(z00_files[0])[:192, :192])
-    result = evaluate(tiny_model_path, root, input_z=(1, 10, 32), split="test",
-                      out=tmp_path / "out", second_model=second, unpaired=unpaired,
-                      rl_candidates=(10, 40), progress=False)
+    config = EvalConfig(model=tiny_model_path, data=root, input_z=(1, 10, 32), split="test",
+                        out=tmp_path / "out", second_model=second, unpaired=unpaired,
+                        rl_candidates=(10, 40), progress=False)
+    result = evaluate(config)
     methods = ["identity", "richardson_lucy", "wiener", "model", "l1"]
     assert result.summary["methods"] == methods
     rows = result.rows
@@ -237,7 +240,10 @@ def test_evaluate_from_files_with_two_models(
         [r["focus"] for r in result.unpaired_rows])
     check_report(tmp_path / "out")
     with pytest.raises(RefocusError, match="exists already"):
-        evaluate(tiny_model_path, root, input_z=(10,), out=tmp_path / "out", progress=False)
+        evaluate(dataclasses.replace(config, input_z=(10,), second_model=None))
+    with pytest.raises(ValueError, match="not from config.model"):  # scores named honestly
+        evaluate(dataclasses.replace(config, model=second, overwrite=True),
+                 Refocuser.from_file(tiny_model_path, device="cpu"))
 
 
 def test_cli_evaluate(make_bbbc006, tiny_model_path: Path, tmp_path: Path,
@@ -259,6 +265,44 @@ def test_cli_evaluate(make_bbbc006, tiny_model_path: Path, tmp_path: Path,
     assert "exists already" in err and len(err.strip().splitlines()) == 1
     main([*args, "--overwrite"])
     assert (out / "report.html").stat().st_size > 0
+    with pytest.raises(SystemExit) as exc:  # refused by EvalConfig before any work
+        main([*args, "--overwrite", "--split", "tset"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "--split: unknown split 'tset' (choose from train, val, test, all)" in err
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ({"split": "tset"}, "--split: unknown split 'tset' (choose from train, val, test, all)"),
+    ({"layout": "zarr"}, "--layout: unknown data layout 'zarr' (choose from bbbc006, pairs)"),
+    ({"input_z": []}, "--input-z: must be a non-empty list of whole numbers"),
+    ({"input_z": [1, 40]}, "--input-z: z=40 outside BBBC006's planes 0..33"),
+    ({"target_z": 34}, "--target-z: z=34 outside BBBC006's planes 0..33"),
+    ({"rl_candidates": [10, 0]}, "rl_candidates: must be a whole number >= 1, got 0"),
+    ({"rl_candidates": [10, 10]}, "rl_candidates: lists a number twice"),
+    ({"max_fields": 0}, "--max-fields: must be a whole number >= 1, got 0"),
+    ({"fractions": (0.8, 0.1, 0.2)}, "fractions: must be three non-negative"),
+    ({"overwrite": "yes"}, "--overwrite: must be true or false, got 'yes'"),
+    ({"optics": {"na": 0.45, "bogus": 1}}, "optics: not simulator optics"),
+    ({"splitt": "val"}, "unknown evaluate option 'splitt' (known: model, data, layout,"),
+])
+def test_eval_config_refuses_bad_settings_in_one_line(setting: dict, message: str) -> None:
+    with pytest.raises(RefocusError) as exc:
+        EvalConfig.from_mapping({"model": "model.pt", "data": "data", **setting})
+    assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_eval_config_normalises_plain_data() -> None:
+    config = EvalConfig.from_mapping({"model": "m.pt", "data": "d", "input_z": [10, 1],
+                                      "unpaired": ["a.tif", "b.tif"], "channels": "w2",
+                                      "optics": {"na": 0.3}, "layout": "pairs"})
+    assert config.model == Path("m.pt") and config.input_z == (10, 1)
+    assert config.unpaired == (Path("a.tif"), Path("b.tif")) and config.channels == ("w2",)
+    assert config.optics == Optics(na=0.3) and config.split == "test"
+    assert EvalConfig(Path("m.pt"), Path("d")).rl_candidates == baselines.RL_CANDIDATES
+    with pytest.raises(RefocusError, match="evaluation needs the 'data' setting"):
+        EvalConfig.from_mapping({"model": "m.pt"})
 
 
 def test_deconvolution_uses_the_optics_a_folder_was_simulated_with(tmp_path: Path) -> None:

@@ -3,7 +3,9 @@ package is complete, self-consistent and valid (checked offline)."""
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import socket
 import zipfile
 from pathlib import Path
@@ -15,10 +17,12 @@ import pytest
 import torch
 import yaml
 
+import refocus.convert
 from refocus.cli import main
 from refocus.convert import run_onnx, run_torchscript
 from refocus.export import (
     BBBC006_CITATION,
+    EXPORT_FORMATS,
     REFOCUS_CITATION,
     bioimageio_normalise,
     export_model,
@@ -27,7 +31,7 @@ from refocus.export import (
     validate_bioimageio,
 )
 from refocus.images import read_plane, write_tiff
-from refocus.inference.refocuser import receptive_radius
+from refocus.inference.receptive import receptive_radius
 from refocus.modelfile import load_model
 
 
@@ -81,6 +85,29 @@ def test_export_refuses_to_overwrite(tmp_path: Path, tiny_model_path: Path) -> N
         main(["export", str(tiny_model_path), "--format", "onnx", "--out", str(out)])
     assert exit_info.value.code == 2
     assert out.read_bytes() == b"keep me"
+
+
+def test_cli_format_choices_are_the_registered_formats(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert set(EXPORT_FORMATS.names()) == {"torchscript", "onnx", "bioimageio"}
+    monkeypatch.setenv("COLUMNS", "200")  # the choices on one line of the help table
+    main(["export", "--help"])
+    (choices,) = re.findall(r"--format\s+\[([a-z|]+)\]", capsys.readouterr().out)
+    assert sorted(choices.split("|")) == sorted(EXPORT_FORMATS.names())
+
+
+def test_unknown_format_is_one_line_and_exit_2(
+    tmp_path: Path, tiny_model_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "model.tiff"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(tiny_model_path), "--format", "tiff", "--out", str(out)])
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "unknown export format 'tiff'" in line
+    assert all(name in line for name in EXPORT_FORMATS.names())
+    assert not out.exists()
 
 
 def test_bioimageio_package_is_complete_and_self_consistent(
@@ -140,3 +167,12 @@ def test_bioimageio_validation_runs_offline(package, monkeypatch: pytest.MonkeyP
     status, problems = validate_bioimageio(package.path)
     assert status == "valid-format"
     assert not any("error" in p.lower() for p in problems)
+
+
+def test_convert_stays_below_inference_and_export() -> None:
+    """refocus.convert is the low-level module both build on, so it imports neither."""
+    tree = ast.parse(Path(refocus.convert.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "refocus.archs.padding" in imported
+    assert not [m for m in imported if m and m.startswith(("refocus.export", "refocus.inference"))]

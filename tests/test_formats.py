@@ -7,8 +7,13 @@ import pytest
 import tifffile
 import zarr
 
+from refocus.data import build_pairs
 from refocus.errors import RefocusError
 from refocus.images import (
+    READERS,
+    WRITERS,
+    Image,
+    atomic_output,
     atomic_output_dir,
     build_pyramid,
     create_like,
@@ -106,6 +111,61 @@ def test_bad_files_give_one_clear_line(tmp_path, content, problem):
     with pytest.raises(RefocusError, match=problem) as info:
         read_image(path)
     assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
+
+
+def test_unknown_suffix_is_one_line_listing_the_formats(tmp_path):
+    path = tmp_path / "cells.jpg"
+    path.write_bytes(b"\xff\xd8")
+    with pytest.raises(RefocusError) as info:
+        read_image(path)
+    assert str(info.value) == (
+        f"{path}: unknown image file type '.jpg' (choose from .tif, .tiff, .png)"
+    )
+    assert not is_image_path(path)
+
+
+@pytest.fixture
+def npy_format():
+    """A NumPy ``.npy`` format added the way a new format is: one reader, one writer, two
+    registrations; both are unregistered after the test."""
+
+    def read_npy(path):
+        data = np.load(path)
+        return Image(path, data, "ZYX"[3 - data.ndim:], "npy")
+
+    def write_npy(image, data, path, overwrite):
+        with atomic_output(path, overwrite=overwrite) as tmp, open(tmp, "wb") as f:
+            np.save(f, data)
+        return path
+
+    READERS.register(".npy", read_npy)
+    WRITERS.register(".npy", write_npy)
+    yield
+    READERS.unregister(".npy")
+    WRITERS.unregister(".npy")
+
+
+def test_a_registered_reader_is_used_everywhere(npy_format, plane, tmp_path):
+    stack = np.stack([plane[:32, :48], plane[32:64, :48]]).astype(np.uint16)
+    src = tmp_path / "stack.npy"
+    np.save(src, stack)
+    assert is_image_path(src)
+    image = read_image(src)
+    assert image.kind == "npy" and image.axes == "ZYX"
+    np.testing.assert_array_equal(image.data, stack)
+    out = write_like(image, image.data + 1, tmp_path / "out" / "stack.npy")
+    np.testing.assert_array_equal(np.load(out), stack + 1)
+    with pytest.raises(RefocusError, match=r"3-D image \(2, 32, 48\) where a 2-D plane"):
+        read_plane(src)
+    for sub in ("input", "target"):  # the pairs layout finds the new suffix too
+        (tmp_path / sub).mkdir()
+        np.save(tmp_path / sub / "a.npy", stack[0])
+    (pair,) = build_pairs(tmp_path, layout="pairs")
+    np.testing.assert_array_equal(read_plane(pair.input), stack[0])
+
+
+def test_added_reader_is_gone_after_its_test():
+    assert READERS.names() == WRITERS.names() == (".tif", ".tiff", ".png")
 
 
 def write_ome_zarr(path, data: np.ndarray, axes: str, chunks, levels: int = 3,

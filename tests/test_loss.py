@@ -14,7 +14,16 @@ from torch import nn
 
 from refocus.data import PercentileNormalizer
 from refocus.errors import RefocusError
-from refocus.loss import FeatureLoss, build_loss, gram_matrix, ssim, vgg16_bn_features
+from refocus.loss import (
+    LOSSES,
+    FeatureLoss,
+    PixelLoss,
+    build_loss,
+    gram_matrix,
+    register_pixel_loss,
+    ssim,
+    vgg16_bn_features,
+)
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +157,25 @@ def test_ssim_matches_scikit_image(sharp_and_blurred) -> None:
     assert build_loss("ssim")(blurred[:1], sharp[:1])["ssim"].item() == pytest.approx(1 - ours)
 
 
-def test_unknown_loss_is_a_clear_error() -> None:
-    with pytest.raises(RefocusError, match="feature, l1, mse, ssim"):
+def test_unknown_loss_is_one_line_listing_the_choices() -> None:
+    assert LOSSES.names() == ("feature", "l1", "mse", "ssim")  # the published loss first
+    with pytest.raises(RefocusError) as info:
         build_loss("perceptual")
+    assert str(info.value) == (
+        "--loss: unknown loss 'perceptual' (choose from feature, l1, mse, ssim)"
+    )
+
+
+def test_a_registered_pixel_loss_is_built_by_name(sharp_and_blurred) -> None:
+    register_pixel_loss("max")(lambda pred, target: (pred - target).abs().max())
+    try:
+        assert LOSSES.names()[-1] == "max"
+        sharp, blurred = sharp_and_blurred
+        loss = build_loss("max", vgg_weights=None)
+        assert isinstance(loss, PixelLoss)
+        assert loss(blurred, sharp)["max"].item() == pytest.approx(
+            (blurred - sharp).abs().max().item()
+        )
+    finally:
+        LOSSES.unregister("max")
+    assert "max" not in LOSSES

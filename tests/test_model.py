@@ -145,7 +145,7 @@ def test_encoder_refuses_a_state_dict_of_another_network(tmp_path: Path) -> None
     assert err.value.where == str(path)
     text = tmp_path / "notes.pth"
     text.write_text("not weights")
-    with pytest.raises(RefocusError, match="not a loadable resnet18 encoder state dict"):
+    with pytest.raises(RefocusError, match="refused: not a resnet18 encoder weights file"):
         build_unet("resnet18", weights=text)
     with pytest.raises(RefocusError, match="weights file not found"):
         build_unet("resnet18", weights=tmp_path / "missing.pth")
@@ -230,7 +230,7 @@ def test_foreign_files_are_not_model_files(tmp_path: Path) -> None:
         load_model(state)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"\x00" * 100)
-    with pytest.raises(RefocusError, match="not a refocus model file"):
+    with pytest.raises(RefocusError, match="refused: not a model file"):
         load_model(junk)
     with pytest.raises(RefocusError, match="model file not found"):
         load_model(tmp_path / "absent.pt")

@@ -1,4 +1,5 @@
-"""Refocuser: real model files, whole vs tiled, the flux rule, dtypes, stacks, channels."""
+"""Refocuser: real model files, whole vs tiled, the flux rule, dtypes, stacks, channels;
+the receptive-field probe and memory estimate that size its tiles."""
 
 from __future__ import annotations
 
@@ -7,11 +8,16 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from test_structure import import_graph
 from torch import nn
 
-from refocus.archs.padding import pad_to_multiple
+import refocus
+from refocus.archs.padding import grid_pads, pad_to_multiple
 from refocus.errors import RefocusError
-from refocus.inference.refocuser import Refocuser, flux_gain, gain_from_sums, grid_padding, to_dtype
+from refocus.inference.flux import apply_gain, flux_gain, gain_from_sums, to_dtype
+from refocus.inference.memory import activation_bytes_per_pixel
+from refocus.inference.receptive import receptive_radius
+from refocus.inference.refocuser import Refocuser
 from refocus.inference.tiling import tile_starts
 from refocus.modelfile import load_model
 
@@ -118,11 +124,19 @@ def test_flux_rule_is_exact_before_rounding():
 def test_grid_padding_repeats_the_networks_own(height, width):
     """Chunk-wise prediction pads image edges itself; it must pad as the network does."""
     padded = pad_to_multiple(torch.zeros(1, 1, height, width))
-    (top, bottom), (left, right) = grid_padding(height), grid_padding(width)
+    (top, bottom), (left, right) = grid_pads(height), grid_pads(width)
     assert padded.shape[-2:] == (height + top + bottom, width + left + right)
     marker = torch.zeros(1, 1, height, width)
     marker[..., 0, 0] = 1  # the image's first pixel lands at (top, left)
     assert pad_to_multiple(marker)[0, 0, top, left] == 1
+
+
+def test_the_gain_brings_the_prediction_back_to_the_inputs_units():
+    prediction = np.array([[0.0, 0.5], [1.0, 2.0]])
+    np.testing.assert_array_equal(apply_gain(prediction, 100.0, 10.0, np.uint16),
+                                  [[100, 105], [110, 120]])
+    out = apply_gain(prediction, 100.0, 10.0, np.float32)
+    assert out.dtype == np.float32 and out[1, 1] == 120.0
 
 
 def test_integer_outputs_are_clipped_never_wrapped():
@@ -221,3 +235,40 @@ def test_a_file_backed_refocuser_pickles_as_its_path(tiny, field):
     assert again.source == tiny.source and again.normalizer == tiny.normalizer
     crop = field[:96, :128]
     np.testing.assert_array_equal(again.predict(crop, tile=256), tiny.predict(crop, tile=256))
+
+
+def test_the_user_import_paths_give_the_one_refocuser():
+    from refocus.predict import Refocuser as from_predict
+
+    assert from_predict is Refocuser is refocus.Refocuser
+
+
+@pytest.mark.parametrize("layers", [2, 3, 5])
+def test_receptive_radius_of_stacked_3x3_convs_is_their_count(layers):
+    """Each 3x3 convolution adds one pixel of context; all of the gradient lies inside."""
+    convs = [nn.Conv2d(1, 1, 3, padding=1, bias=False) for _ in range(layers)]
+    with torch.no_grad():
+        for conv in convs:
+            conv.weight.fill_(1.0)  # every tap counts: the radius is exactly ``layers``
+    net = nn.Sequential(*convs)
+    assert receptive_radius(net, torch.device("cpu"), size=64, mass=1.0) == layers
+    assert receptive_radius(net, torch.device("cpu"), size=64, mass=0.5) < layers
+
+
+def test_activation_bytes_count_every_layers_float32_output():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 1, 1))
+    # conv (4 maps) + ReLU (4 maps) + conv (1 map), 4 bytes each, per input pixel
+    assert activation_bytes_per_pixel(net, torch.device("cpu"), size=32) == 4.0 * 9
+
+
+def test_inference_modules_build_on_the_refocuser_never_the_reverse():
+    """Counting imports inside functions too (:func:`test_structure.import_graph`): the
+    refocuser is built from the helper modules, the ways of running it build on it."""
+    graph = import_graph()
+    inference = {m for m in graph if m.startswith("refocus.inference.")}
+    uses = {m.rsplit(".", 1)[1]: {d.rsplit(".", 1)[1] for d in graph[m] & inference}
+            for m in inference}
+    assert uses["refocuser"] == {"backends", "flux", "memory", "receptive", "tiling"}
+    assert uses["backends"] == {"receptive"}
+    assert not uses["flux"] | uses["memory"] | uses["receptive"] | uses["tiling"]
+    assert all("refocuser" in uses[m] for m in ("files", "chunked"))

@@ -25,6 +25,7 @@ from refocus.simulate import (
     plane_defocus_um,
     simulate_bbbc006,
     simulate_plane,
+    simulate_stacks,
 )
 from refocus.simulate.psf import _optical_path_um, best_focus_um
 
@@ -283,3 +284,66 @@ def test_bad_inputs_give_refocus_errors(three_fields, tmp_path, capsys):
         "x",
     )
     assert code == 2 and "--z takes plane numbers" in err
+
+
+@pytest.fixture
+def one_field(tmp_path) -> Path:
+    folder = tmp_path / "one"
+    folder.mkdir()
+    shutil.copy(in_focus_paths()[0], folder / in_focus_paths()[0].name)
+    return folder
+
+
+def test_cli_stack_writes_one_ome_tiff_z_stack_per_field(one_field, tmp_path, capsys):
+    out = tmp_path / "stacks"
+    main(["simulate", "--in-focus", str(one_field), "--out", str(out), "--z", "0-33",
+          "--stack", "--seed", "3"])
+    assert "1 z-stacks of 34 planes (1 fields x z=0-33)" in capsys.readouterr().out
+    (path,) = out.glob("*.ome.tif")
+    assert path.name == "a02_s1_w1.ome.tif"
+    with tifffile.TiffFile(path) as tif:
+        assert tif.is_ome and tif.series[0].axes == "ZYX"
+        stack = tif.asarray()
+        pixels = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]["Pixels"]
+    assert stack.shape == (34, 520, 696) and stack.dtype == np.uint16
+    assert pixels["PhysicalSizeZ"] == 2.0 and pixels["PhysicalSizeZUnit"] == "µm"
+    assert pixels["PhysicalSizeX"] == pixels["PhysicalSizeY"] == FITTED.pixel_um
+    positions = [p["PositionZ"] for p in pixels["Plane"]]
+    assert positions == [2.0 * z for z in range(34)]
+    focus = positions.index(2.0 * 16)
+    assert focus == 16
+    np.testing.assert_array_equal(stack[focus], read_plane(in_focus_paths()[0]))
+    contrast = stack.reshape(34, -1).astype(float).std(axis=1)
+    assert int(np.argmax(contrast)) == focus  # planes blur away from focus, on both sides
+    assert np.all(np.diff(contrast[: focus + 1]) > 0) and np.all(np.diff(contrast[focus:]) < 0)
+    manifest = json.loads((out / "simulation.json").read_text())
+    assert manifest["layout"] == "stacks" and manifest["z"] == list(range(34))
+    assert manifest["seed"] == 3
+
+
+def test_stack_planes_are_the_layouts_planes(one_field, tmp_path):
+    """Same seed, same plane: a stack is the BBBC006 layout's planes stacked in z order."""
+    (stack_file,) = simulate_stacks(one_field, tmp_path / "s", [0, 8, 24, 32], seed=2)
+    planes = simulate_bbbc006(one_field, tmp_path / "p", [0, 8, 24, 32], seed=2)
+    by_z = {int(p.parent.name[-2:]): read_plane(p) for p in planes}
+    with tifffile.TiffFile(stack_file) as tif:
+        stack = tif.asarray()
+        pixels = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]["Pixels"]
+    assert pixels["PhysicalSizeZ"] == 16.0  # planes 8 apart, 2 um each
+    assert sorted(by_z) == [0, 8, 16, 24, 32]
+    for i, z in enumerate(sorted(by_z)):
+        np.testing.assert_array_equal(stack[i], by_z[z])
+
+
+def test_stack_refuses_uneven_planes_and_replaces_an_earlier_run(one_field, tmp_path, capsys):
+    with pytest.raises(RefocusError, match=r"--z: a z-stack needs .* evenly spaced planes .* "
+                                           r"got z=1, 5, 16"):
+        simulate_stacks(one_field, tmp_path / "s", [1, 5])
+    assert not (tmp_path / "s").exists()
+    code, err = run_cli(capsys, "simulate", "--in-focus", str(one_field), "--out",
+                        str(tmp_path / "s"), "--z", "1", "5", "--stack")
+    assert code == 2 and "evenly spaced" in err and len(err.strip().splitlines()) == 1
+    out = tmp_path / "mixed"
+    simulate_bbbc006(one_field, out, [10])
+    simulate_stacks(one_field, out, [14, 15, 17, 18], overwrite=True)
+    assert sorted(p.name for p in out.rglob("*.tif")) == ["a02_s1_w1.ome.tif"]

@@ -12,7 +12,8 @@ import torch
 from conftest import write_bbbc006_layout
 from rich.console import Console
 
-import refocus.train.loop as train_module
+import refocus.train.loop as loop_module
+from refocus.archs import ARCHITECTURES
 from refocus.cli import main
 from refocus.device import select_device
 from refocus.errors import RefocusError
@@ -84,7 +85,7 @@ def test_resume_after_ctrl_c_reproduces_the_uninterrupted_run(
     """A real SIGINT during step 5 (epoch 2, step 2 of 3, unfrozen stage)."""
     config_a, result_a = uninterrupted
     config = dataclasses.replace(config_a, out=str(tmp_path / "model.pt"))
-    real_step = train_module._train_step
+    real_step = loop_module.train_step  # patched where the loop looks it up
     calls = []
 
     def step_then_ctrl_c(*args: object):
@@ -94,7 +95,7 @@ def test_resume_after_ctrl_c_reproduces_the_uninterrupted_run(
             signal.raise_signal(signal.SIGINT)
         return out
 
-    monkeypatch.setattr(train_module, "_train_step", step_then_ctrl_c)
+    monkeypatch.setattr(loop_module, "train_step", step_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         train(config, QUIET)
     assert len(calls) == 5  # it stopped after the interrupted step, not during it
@@ -102,7 +103,7 @@ def test_resume_after_ctrl_c_reproduces_the_uninterrupted_run(
     assert (state["epoch"], state["step"], state["stage"]) == (1, 2, 1)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
-    monkeypatch.setattr(train_module, "_train_step", real_step)
+    monkeypatch.setattr(loop_module, "train_step", real_step)
     result = train(dataclasses.replace(config, resume=True), QUIET)
     expected = read_model_file(result_a.last)
     resumed = read_model_file(result.last)
@@ -162,14 +163,32 @@ def test_feature_loss_logs_every_term(data_root: Path, tmp_path: Path) -> None:
     assert entry["train_loss"] == pytest.approx(sum(entry[f"train_{t}"] for t in terms), rel=1e-5)
 
 
+def test_an_architecture_without_pretrained_part_trains_from_scratch(
+    data_root: Path, tmp_path: Path
+) -> None:
+    """The default weights ("imagenet") mean "from scratch" there: no frozen stage, one
+    learning rate, and the model file rebuilds it from its arch entry."""
+    name = next(n for n, a in ARCHITECTURES.items() if a.load_pretrained is None)
+    config = _tiny(data_root, tmp_path / "model.pt", arch=name, weights="imagenet",
+                   frozen_epochs=None, epochs=1)
+    result = train(config, QUIET)
+    loaded = load_model(result.out)
+    assert loaded.arch == config.network_spec() and loaded.arch["arch"] == name
+    assert loaded.train_config["weights"] is None and loaded.train_config["frozen_epochs"] == 0
+    assert [h.get("stage") for h in loaded.history] == [None, "unfrozen"]
+    with torch.no_grad():  # load_model rebuilt it from that entry and loaded its weights
+        assert loaded.model(torch.zeros(1, 1, 40, 40)).shape == (1, 1, 40, 40)
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
         ({"epochs": 0}, "--epochs must be at least 1"),
         ({"frozen_epochs": 3}, "--frozen-epochs must be within 0..2"),
         ({"batch": 1}, "--batch 1 needs --size 64"),
-        ({"arch": "resnet101"}, "unknown --arch"),
-        ({"crops_per_pair": 0}, "no image pairs|only 0 training crops"),
+        ({"arch": "resnet101"}, "--arch: unknown architecture 'resnet101'"),
+        ({"crops_per_pair": 0}, "--crops-per-pair must be at least 1"),
+        ({"batch": 8}, "only 6 training crops for --batch 8"),
         ({"channel": "w2"}, "channel 'w2' not in this folder"),
     ],
 )
@@ -206,9 +225,10 @@ def test_cli_trains_with_the_documented_options(
         "train", "--data", str(data_root), "--out", str(out), "--arch", "resnet18",
         "--no-pretrained", "--loss", "l1", "--size", "32", "--batch", "4", "--epochs", "1",
         "--input-z", "5", "10", "--target-z", "16", "--channel", "w1", "--lr", "1e-3",
-        "--crops-per-pair", "1",
+        "--crops-per-pair", "1", "--self-attention",
     ])
     loaded = load_model(out)
+    assert loaded.arch == {"arch": "resnet18", "self_attention": True}
     assert loaded.provenance["input_z"] == [5, 10]
     assert loaded.train_config["weights"] is None and loaded.train_config["size"] == 32
     assert "best epoch 1" in capsys.readouterr().out

@@ -1,7 +1,9 @@
 """Conversion of a network to TorchScript and ONNX, and the runners for those files.
 
-The one low-level place both the inference back-ends (:mod:`refocus.inference.backends`)
-and ``refocus export`` (:mod:`refocus.export`) use, so neither depends on the other.
+Low level on purpose (it imports only :mod:`refocus.archs.padding`): the inference
+back-ends (:mod:`refocus.inference.backends`, ONNX Runtime) and ``refocus export``
+(:mod:`refocus.export`, which checks every file with :data:`RUNNERS`) both build on it,
+so neither depends on the other.
 
 - TorchScript: the network is traced on a 32-px-aligned input (where its internal padding
   is a no-op) and wrapped in a small *scripted* module that pads to the 32-px grid and

@@ -15,6 +15,7 @@ from torch import nn
 from torchvision.models import WeightsEnum
 
 from refocus.errors import RefocusError
+from refocus.torchfile import load_tensors
 
 IMAGENET = "imagenet"
 
@@ -32,14 +33,7 @@ def _download(enum_member: WeightsEnum, what: str, ways_out: str) -> dict[str, t
 
 
 def _read_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise RefocusError(path, f"{what} weights file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle refusals, truncated zips, non-torch files
-        raise RefocusError(
-            path, f"not a loadable {what} state dict ({type(exc).__name__}: {exc})"
-        ) from exc
+    state = load_tensors(path, f"{what} weights file")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise RefocusError(path, f"not a {what} state dict (expected a dict of tensors)")
     return state

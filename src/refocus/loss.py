@@ -4,11 +4,14 @@ The feature loss is the published method's (fastai's super-resolution lesson): p
 plus L1 between VGG-16-bn activations of output and target, plus L1 between their Gram
 matrices. Pixel losses alone give blurry results on defocus (the mean of plausible sharp
 images is blurry); feature and Gram terms reward texture and edges.
+
+Every loss is registered in :data:`LOSSES` next to its definition; ``--loss`` reads its
+choices from there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -17,10 +20,13 @@ from torch import nn
 from torchvision.models import VGG16_BN_Weights
 from torchvision.models.vgg import cfgs, make_layers
 
-from refocus.errors import RefocusError
 from refocus.imagenet import ImageNetRGB, load_pretrained
+from refocus.registry import Registry
 
-LOSSES = ("feature", "l1", "mse", "ssim")
+#: A loss's builder: VGG weights (``"imagenet"``, a file or ``None``) -> the loss module.
+LossBuilder = Callable[[str | Path | None], nn.Module]
+#: Training losses by name (``--loss``); ``feature``, the published method's, comes first.
+LOSSES: Registry[LossBuilder] = Registry("loss")
 LAYER_WEIGHTS = (5.0, 15.0, 2.0)
 GRAM_SCALE = 5e3
 VGG_OFFLINE_WAYS_OUT = (
@@ -114,6 +120,38 @@ class FeatureLoss(nn.Module):
         return terms
 
 
+LOSSES.register("feature", FeatureLoss)
+
+Term = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class PixelLoss(nn.Module):
+    """One pixel-wise term under its own name, computed in float32."""
+
+    def __init__(self, name: str, term: Term) -> None:
+        super().__init__()
+        self.name = name
+        self.term = term
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {self.name: self.term(pred.float(), target.float())}
+
+
+def register_pixel_loss(name: str) -> Callable[[Term], Term]:
+    """``@register_pixel_loss("name")`` on ``term(pred, target)`` adds it to :data:`LOSSES`
+    (pixel losses need no VGG, so they ignore its weights)."""
+
+    def add(term: Term) -> Term:
+        LOSSES.register(name, lambda vgg_weights: PixelLoss(name, term))
+        return term
+
+    return add
+
+
+register_pixel_loss("l1")(F.l1_loss)
+register_pixel_loss("mse")(F.mse_loss)
+
+
 def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     r = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
     g = torch.exp(-(r**2) / (2 * sigma**2))
@@ -141,31 +179,13 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> t
     return (num / den).mean()
 
 
-class PixelLoss(nn.Module):
-    """One pixel-wise term (``l1``, ``mse`` or ``ssim`` = 1 - SSIM) under its own name."""
-
-    def __init__(self, kind: str) -> None:
-        super().__init__()
-        if kind not in ("l1", "mse", "ssim"):
-            raise ValueError(f"unknown pixel loss {kind!r}")
-        self.kind = kind
-
-    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        pred, target = pred.float(), target.float()
-        if self.kind == "l1":
-            value = F.l1_loss(pred, target)
-        elif self.kind == "mse":
-            value = F.mse_loss(pred, target)
-        else:
-            value = 1 - ssim(pred, target)
-        return {self.kind: value}
+@register_pixel_loss("ssim")
+def ssim_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - SSIM, so that minimising it maximises structural similarity."""
+    return 1 - ssim(pred, target)
 
 
 def build_loss(name: str = "feature", vgg_weights: str | Path | None = "imagenet") -> nn.Module:
     """The loss called ``name`` (one of :data:`LOSSES`); call it to get ``{term: tensor}``,
     whose values sum to the loss being minimised."""
-    if name == "feature":
-        return FeatureLoss(vgg_weights)
-    if name in LOSSES:
-        return PixelLoss(name)
-    raise RefocusError(None, f"unknown loss {name!r} (choose {', '.join(LOSSES)})")
+    return LOSSES.get(name, "--loss")(vgg_weights)

@@ -9,8 +9,8 @@ result can always be traced to its data.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from refocus.archs import build_network
 from refocus.data.normalize import PercentileNormalizer
 from refocus.errors import RefocusError
 from refocus.images import atomic_output
+from refocus.torchfile import load_tensors
 
 FORMAT = "refocus-model"
 VERSION = 1
@@ -107,34 +108,10 @@ def replace_history(path: str | os.PathLike[str], history: list[dict[str, Any]])
     _write(path, payload, overwrite=True)
 
 
-def _unsafe_globals(path: Path) -> list[str]:
-    """The classes/functions a ``torch.save`` file would import, read without running any."""
-    try:
-        return torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:  # not a torch zip file at all
-        return []
-
-
 def read_model_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The checked contents of a model file (tensors on the CPU)."""
     path = Path(path)
-    if not path.is_file():
-        raise RefocusError(path, "model file not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        unsafe = _unsafe_globals(path)
-        if unsafe:
-            raise RefocusError(
-                path,
-                f"refused: the file holds pickled Python objects ({', '.join(unsafe[:3])}), and "
-                "a model file may only hold tensors and plain data (loading it could run code)",
-            ) from exc
-        raise RefocusError(path, f"not a refocus model file ({exc})") from exc
-    except Exception as exc:  # truncated or foreign files raise many types
-        raise RefocusError(
-            path, f"not a refocus model file ({type(exc).__name__}: {exc})"
-        ) from exc
+    payload = load_tensors(path, "model file")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise RefocusError(path, "not a refocus model file (no refocus header)")
     if payload.get("version") != VERSION:
@@ -147,19 +124,69 @@ def read_model_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return payload
 
 
-def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild the network of a model file on ``device``, in eval mode."""
-    payload = read_model_file(path)
+def _normalizer(path: Path, settings: Any) -> PercentileNormalizer:
+    """The stored normaliser, refusing hand-edited settings at load time (not per image)."""
+    fields = {f.name for f in dataclasses.fields(PercentileNormalizer)}
+    if not isinstance(settings, dict) or not set(settings) <= fields:
+        raise RefocusError(path, f"damaged model file: normalizer settings {settings!r} "
+                                 f"(known keys: {', '.join(sorted(fields))})")
+    bad = {k: v for k, v in settings.items() if type(v) not in (int, float) or v != v}
+    if bad:
+        raise RefocusError(path, f"damaged model file: normalizer values must be numbers, "
+                                 f"got {bad!r}")
+    normalizer = PercentileNormalizer(**settings)
+    if not 0 <= normalizer.low < normalizer.high <= 100:
+        raise RefocusError(path, f"damaged model file: percentiles {normalizer.low}, "
+                                 f"{normalizer.high} are not 0 <= low < high <= 100")
+    return normalizer
+
+
+def _channels(path: Path, train_config: Any) -> None:
+    channels = train_config.get("channels", []) if isinstance(train_config, dict) else None
+    if isinstance(channels, str):
+        channels = [channels]
+    if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+        raise RefocusError(path, f"damaged model file: channels must be a list of channel "
+                                 f"names, got {channels!r}")
+
+
+def _check_finite(path: Path, state_dict: dict[str, Any]) -> None:
+    bad = [k for k, v in state_dict.items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not v.isfinite().all()]
+    if bad:
+        raise RefocusError(path, f"damaged model file: weights hold NaN or infinite values "
+                                 f"({bad[0]}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''})")
+
+
+def _network(path: Path, payload: dict[str, Any]) -> nn.Module:
     arch = payload["arch"]
+    if not isinstance(arch, dict) or not isinstance(arch.get("arch"), str):
+        raise RefocusError(path, f"damaged model file: architecture entry {arch!r}")
+    _check_finite(path, payload["state_dict"])
+    model = build_network(arch, path)
     try:
-        model = build_network(arch, path)
         model.load_state_dict(payload["state_dict"])
+    except MemoryError as exc:
+        raise RefocusError(path, "not enough memory to load the model's weights") from exc
     except (KeyError, TypeError, RuntimeError) as exc:
+        if "can't allocate memory" in str(exc) or "out of memory" in str(exc):
+            raise RefocusError(path, "not enough memory to load the model's weights") from exc
         raise RefocusError(path, f"damaged model file: weights do not fit {arch!r}") from exc
+    return model
+
+
+def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the network of a model file on ``device``, in eval mode; every setting is
+    checked here, so a damaged file fails once at load, never per image."""
+    path = Path(path)
+    payload = read_model_file(path)
+    normalizer = _normalizer(path, payload["normalizer"])
+    _channels(path, payload["train_config"])
+    model = _network(path, payload)
     return LoadedModel(
         model=model.to(device).eval(),
-        arch=arch,
-        normalizer=PercentileNormalizer(**payload["normalizer"]),
+        arch=payload["arch"],
+        normalizer=normalizer,
         train_config=payload["train_config"],
         provenance=payload["provenance"],
         history=payload["history"],

@@ -44,6 +44,10 @@ class Registry(Generic[T]):
         self._entries[name] = entry
         return entry
 
+    def unregister(self, name: str) -> T:
+        """Remove an entry (tests and plugins that add one for a while)."""
+        return self._entries.pop(name)
+
     def get(self, name: str, where: object = None) -> T:
         """The entry called ``name``; ``where`` (a file, an option) goes into the error."""
         self._discover()

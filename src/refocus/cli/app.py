@@ -54,7 +54,7 @@ def plane_numbers(
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except RefocusError as exc:
         if _state["debug"]:
             raise
@@ -74,3 +74,8 @@ def main(argv: list[str] | None = None) -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    # without standalone mode, typer *returns* the code of an Exit (its Ctrl-C is Exit(130))
+    if isinstance(code, int) and code:
+        if code == 130:
+            err_console.print("interrupted")
+        sys.exit(code)

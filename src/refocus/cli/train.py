@@ -2,17 +2,42 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
+import click
 import typer
+from typer.core import TyperCommand
 
 from refocus.cli.app import app, console, plane_numbers
 from refocus.data.bbbc006 import BEST_FOCUS_Z, TRAIN_Z
 from refocus.errors import RefocusError
 
+#: The registry each choice option reads its names from (module, attribute).
+CHOICES = {
+    "arch": ("refocus.archs", "ARCHITECTURES"),
+    "loss": ("refocus.loss", "LOSSES"),
+    "layout": ("refocus.data.pairs", "LAYOUTS"),
+}
 
-@app.command("train", context_settings={"allow_extra_args": True})
+
+class _TrainCommand(TyperCommand):
+    """Shows the registered names as the choices of ``--arch``, ``--loss`` and ``--layout``,
+    read only when help is shown: the architecture and loss registries import torch, which
+    no other command should wait for. The values are checked by the config, whose one-line
+    error names the option and its choices."""
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        for param in self.params:
+            if param.name in CHOICES:
+                module, name = CHOICES[param.name]
+                names = getattr(importlib.import_module(module), name).names()
+                param.metavar = "[" + "|".join(names) + "]"
+        super().format_help(ctx, formatter)
+
+
+@app.command("train", cls=_TrainCommand, context_settings={"allow_extra_args": True})
 def train_cmd(
     ctx: typer.Context,
     data: Path = typer.Option(
@@ -21,7 +46,7 @@ def train_cmd(
     out: Path = typer.Option(
         ..., "--out", help="Model file for the best epoch; the last epoch goes to NAME.last.pt."
     ),
-    layout: Literal["bbbc006", "pairs"] = typer.Option("bbbc006", help="Data folder layout."),
+    layout: str = typer.Option("bbbc006", help="Data folder layout."),
     input_z: list[str] | None = typer.Option(
         None,
         "--input-z",
@@ -31,9 +56,7 @@ def train_cmd(
         BEST_FOCUS_Z, "--target-z", help="In-focus plane used as the target."
     ),
     channel: str = typer.Option("w1", help="BBBC006 channel (w1 nuclei, w2 actin)."),
-    arch: Literal["resnet18", "resnet34", "resnet50"] = typer.Option(
-        "resnet34", help="Encoder (the method uses resnet34)."
-    ),
+    arch: str = typer.Option("resnet34", help="Network (the method uses resnet34)."),
     no_pretrained: bool = typer.Option(
         False, "--no-pretrained", help="Start the encoder from random weights (no download)."
     ),
@@ -41,10 +64,10 @@ def train_cmd(
         None, "--weights", help="Local ResNet state dict for the encoder instead of a download."
     ),
     self_attention: bool = typer.Option(
-        False, "--self-attention", help="Self-attention in the decoder."
+        False, "--self-attention", help="Self-attention in the decoder (ResNet U-Nets)."
     ),
-    loss: Literal["feature", "l1", "mse", "ssim"] = typer.Option(
-        "feature", help="feature (the method: pixel + VGG features + Gram), l1, mse or ssim."
+    loss: str = typer.Option(
+        "feature", help="feature (the method: pixel + VGG features + Gram), or a pixel loss."
     ),
     vgg_weights: Path | None = typer.Option(
         None, "--vgg-weights", help="Local VGG-16-bn state dict for the feature loss."
@@ -70,35 +93,24 @@ def train_cmd(
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier run's files."),
 ) -> None:
-    """Train the U-Net on (defocused, in-focus) pairs; validates on held-out wells."""
+    """Train a network on (defocused, in-focus) pairs; validates on held-out wells."""
     from refocus.train import TrainConfig, train
 
-    if no_pretrained and weights is not None:
-        raise RefocusError(None, "--no-pretrained and --weights exclude each other")
-    z = plane_numbers(input_z, ctx.args, "--input-z", TRAIN_Z)
-    config = TrainConfig(
-        data=str(data),
-        out=str(out),
-        layout=layout,
-        input_z=z,
-        target_z=target_z,
-        channel=channel,
-        arch=arch,
-        weights=None if no_pretrained else (str(weights) if weights else "imagenet"),
-        self_attention=self_attention,
-        loss=loss,
-        vgg_weights=str(vgg_weights) if vgg_weights else "imagenet",
-        size=size,
-        batch=batch,
-        epochs=epochs,
-        crops_per_pair=crops_per_pair,
-        frozen_epochs=frozen_epochs,
-        lr=lr,
-        weight_decay=weight_decay,
-        seed=seed,
-        device=device,
-        workers=workers,
-        overwrite=overwrite,
-        resume=resume,
-    )
-    train(config, console)
+    train(TrainConfig.from_mapping(config_settings(ctx)), console)
+
+
+def config_settings(ctx: typer.Context) -> dict[str, Any]:
+    """The command's options as :class:`~refocus.train.TrainConfig` settings: every option
+    is a setting of the same name except the four mapped here."""
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in ctx.params.items()}
+    if settings.pop("no_pretrained"):
+        if settings["weights"] is not None:
+            raise RefocusError(None, "--no-pretrained and --weights exclude each other")
+        settings["weights"] = None
+    else:
+        settings["weights"] = settings["weights"] or "imagenet"
+    settings["vgg_weights"] = settings["vgg_weights"] or "imagenet"
+    settings["arch_args"] = {"self_attention": True} if settings.pop("self_attention") else {}
+    z = list(settings["input_z"]) or None  # click gives () when the option is not given
+    settings["input_z"] = plane_numbers(z, ctx.args, "--input-z", TRAIN_Z)
+    return settings

@@ -9,23 +9,13 @@ complete or does not exist.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
-import urllib.error
-import urllib.request
 import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from rich.progress import Progress
 
 from refocus.data.bbbc006 import (
     BROAD_URL,
@@ -35,49 +25,16 @@ from refocus.data.bbbc006 import (
     plane_folder_name,
 )
 from refocus.errors import RefocusError
+from refocus.fetch import CHUNK, download_part, progress_bar, sha256_of
 
-CHUNK = 1 << 20
 COMPLETE_MARKER = ".complete.json"
 #: What ``refocus download bbbc006`` fetches unless told: the training and test planes
 #: around best focus, nuclei only.
 DEFAULT_Z = (1, 5, 10, 16, 32)
 DEFAULT_CHANNELS = ("w1",)
-
-
-def _open(url: str, start: int = 0, timeout: float = 30.0):  # noqa: ANN202 (urllib response)
-    request = urllib.request.Request(url, headers={"Range": f"bytes={start}-"} if start else {})
-    try:
-        return urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 416:  # range past the end: the file is already whole
-            return None
-        raise RefocusError(url, f"server answered HTTP {exc.code} {exc.reason}") from exc
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise RefocusError(
-            url,
-            f"cannot reach the server ({reason}); are you offline? Download BBBC006 on a "
-            "connected machine with `refocus download bbbc006` and copy the folder here.",
-        ) from exc
-
-
-def _total_size(response, start: int) -> int | None:  # noqa: ANN001
-    content_range = response.headers.get("Content-Range")
-    if content_range and "/" in content_range:
-        total = content_range.rsplit("/", 1)[1]
-        return int(total) if total.isdigit() else None
-    length = response.headers.get("Content-Length")
-    if length is None:
-        return None
-    return int(length) + (start if response.status == 206 else 0)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
+#: What to do offline (after "cannot reach the server (...); are you offline?").
+OFFLINE_HINT = ("Download BBBC006 on a connected machine with `refocus download bbbc006` "
+                "and copy the folder here.")
 
 
 class _Manifest:
@@ -96,30 +53,14 @@ class _Manifest:
         tmp.replace(self.path)
 
 
-def fetch(url: str, target: Path, progress: Progress, manifest: _Manifest) -> Path:
-    """Download ``url`` to ``target``, resuming a ``.part`` file left by an earlier try."""
+def fetch_zip(url: str, target: Path, progress: Progress, manifest: _Manifest) -> Path:
+    """Download ``url`` to ``target`` (resuming a ``.part`` file left by an earlier try)
+    and check it against the manifest's sha256 once one is recorded."""
     if target.is_file() and target.name in manifest.entries:
         return target
     part = target.with_name(target.name + ".part")
-    start = part.stat().st_size if part.is_file() else 0
-    response = _open(url, start)
-    if response is None:
-        total = start
-    else:
-        if start and response.status != 206:  # server ignored Range: start over
-            start = 0
-        total = _total_size(response, start)
-        task = progress.add_task(target.name, total=total, completed=start)
-        with response, part.open("ab" if start else "wb") as out:
-            for block in iter(lambda: response.read(CHUNK), b""):
-                out.write(block)
-                progress.advance(task, len(block))
-    size = part.stat().st_size
-    if total is not None and size != total:
-        raise RefocusError(
-            part, f"incomplete download: {size} of {total} bytes (run again to resume)"
-        )
-    digest = _sha256(part)
+    size = download_part(url, part, progress, OFFLINE_HINT, label=target.name)
+    digest = sha256_of(part)
     known = manifest.entries.get(target.name)
     if known and known["sha256"] != digest:
         part.unlink()
@@ -187,20 +128,13 @@ def download_bbbc006(
     cache.mkdir(parents=True, exist_ok=True)
     manifest = _Manifest(cache / "manifest.json")
     folders = []
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, transient=False) as progress:
+    with progress_bar(transient=False) as progress:
         for z in z_values:
             if plane_complete(dest, z, channels):
                 folders.append(dest / plane_folder_name(z))
                 continue
             url = base_url.format(z=z)
-            zip_path = fetch(url, cache / f"{plane_folder_name(z)}.zip", progress, manifest)
+            zip_path = fetch_zip(url, cache / f"{plane_folder_name(z)}.zip", progress, manifest)
             folders.append(extract_plane(zip_path, dest, z, channels))
             if not keep_zips:
                 zip_path.unlink()

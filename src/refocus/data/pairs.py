@@ -1,22 +1,22 @@
-"""(input plane, target plane) pairs from either supported layout, and their split.
+"""(input plane, target plane) pairs from any registered data layout, and their split.
 
 ``bbbc006``: the Broad's z-stack folders; a pair is (field, channel, input z) -> target z.
 ``pairs``: any folder with ``input/`` and ``target/`` subfolders whose files match by name.
+A new layout is one builder registered in :data:`LAYOUTS`; ``--layout`` reads its choices
+from there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from refocus.data.bbbc006 import BEST_FOCUS_Z, TRAIN_Z, plane_folder_name, scan_bbbc006
 from refocus.data.split import split_groups
 from refocus.errors import RefocusError
-from refocus.images import IMAGE_SUFFIXES
-
-Layout = Literal["bbbc006", "pairs"]
+from refocus.images import READERS
+from refocus.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,12 @@ class Pair:
     name: str
     z: int | None = None
     channel: str | None = None
+
+
+#: A layout's builder: ``(root, input_z, target_z, channels) -> pairs``.
+LayoutBuilder = Callable[[str | Path, Iterable[int], int, Sequence[str]], list[Pair]]
+#: Data folder layouts by name (``--layout``), each registered next to its builder.
+LAYOUTS: Registry[LayoutBuilder] = Registry("data layout")
 
 
 def build_bbbc006_pairs(
@@ -68,8 +74,12 @@ def build_bbbc006_pairs(
     return pairs
 
 
+LAYOUTS.register("bbbc006", build_bbbc006_pairs)
+
+
 def build_folder_pairs(root: str | Path) -> list[Pair]:
-    """Pair ``root/input/NAME`` with ``root/target/NAME`` (same stem, any image suffix)."""
+    """Pair ``root/input/NAME`` with ``root/target/NAME`` (same stem, any suffix in
+    :data:`refocus.images.READERS`)."""
     root = Path(root)
     inputs, targets = root / "input", root / "target"
     for folder in (inputs, targets):
@@ -79,30 +89,34 @@ def build_folder_pairs(root: str | Path) -> list[Pair]:
             )
 
     def by_stem(folder: Path) -> dict[str, Path]:
-        return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+        return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in READERS}
 
     ins, tgs = by_stem(inputs), by_stem(targets)
     for stem, path in ins.items():
         if stem not in tgs:
             raise RefocusError(path, f"no matching target file in {targets}")
     if not ins:
-        raise RefocusError(inputs, "no TIFF or PNG images")
+        raise RefocusError(inputs, f"no images ({', '.join(READERS.names())} files)")
     return [Pair(ins[s], tgs[s], s, s) for s in sorted(ins)]
+
+
+@LAYOUTS.register("pairs")
+def _folder_layout(
+    root: str | Path, input_z: Iterable[int], target_z: int, channels: Sequence[str]
+) -> list[Pair]:
+    """The ``pairs`` layout: files are whole images, so planes and channels do not apply."""
+    return build_folder_pairs(root)
 
 
 def build_pairs(
     root: str | Path,
-    layout: Layout = "bbbc006",
+    layout: str = "bbbc006",
     input_z: Iterable[int] = TRAIN_Z,
     target_z: int = BEST_FOCUS_Z,
     channels: Sequence[str] = ("w1",),
 ) -> list[Pair]:
-    """All pairs of a data folder in the given layout."""
-    if layout == "bbbc006":
-        return build_bbbc006_pairs(root, input_z, target_z, channels)
-    if layout == "pairs":
-        return build_folder_pairs(root)
-    raise RefocusError(None, f"unknown layout {layout!r} (expected bbbc006 or pairs)")
+    """All pairs of a data folder in the given layout (one of :data:`LAYOUTS`)."""
+    return LAYOUTS.get(layout, "--layout")(root, input_z, target_z, channels)
 
 
 def split_pairs(
@@ -121,7 +135,7 @@ def split_pairs(
 def load_pairs(
     root: str | Path,
     split: str,
-    layout: Layout = "bbbc006",
+    layout: str = "bbbc006",
     input_z: Iterable[int] = TRAIN_Z,
     target_z: int = BEST_FOCUS_Z,
     channels: Sequence[str] = ("w1",),

@@ -1,19 +1,10 @@
-"""Take a trained model to other tools: TorchScript, ONNX, or a bioimage.io model package.
+"""A model file as a bioimage.io model package (spec 0.5), to run without refocus installed.
 
-Every export is checked before it is kept: the exported network and the PyTorch network
-refocus the same real defocused BBBC006 field (normalised as in training, 520x696, so not
-a multiple of the encoder's 32-px stride and the padding path is exercised too), and the
-largest absolute difference is reported.
-
-- TorchScript: the network is traced on a 32-px-aligned input (where its internal padding
-  is a no-op) and wrapped in a small *scripted* module that pads to the 32-px grid and
-  crops back, so the file accepts any height and width, not only the traced one.
-- ONNX: exported through ``torch.export`` with symbolic batch, height and width, so the
-  padding arithmetic stays symbolic and the file accepts any size.
-- bioimage.io (spec 0.5): both files above, plus what runs the model in deepImageJ, ilastik
-  or napari without refocus installed: the percentile normalisation as declared
-  preprocessing, the halo, test input/output tensors, a cover, documentation and
-  citations. The package is validated with ``bioimageio.spec`` without network access.
+The package holds TorchScript and ONNX weights (:mod:`refocus.convert`, each checked
+against PyTorch by :mod:`refocus.export.check`) plus what deepImageJ, ilastik or napari
+need: the percentile normalisation as declared preprocessing, the halo, test input/output
+tensors, a cover, documentation and citations. It is validated with ``bioimageio.spec``
+without network access before it is kept.
 """
 
 from __future__ import annotations
@@ -22,7 +13,6 @@ import os
 import shutil
 import tempfile
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,19 +21,16 @@ import torch
 from torch import nn
 
 from refocus.archs.padding import MULTIPLE
-from refocus.convert import INPUT_NAME, OUTPUT_NAME, RUNNERS, export_onnx, export_torchscript
+from refocus.convert import INPUT_NAME, OUTPUT_NAME, export_onnx, export_torchscript
 from refocus.errors import RefocusError
-from refocus.images import atomic_output, prepare_destination, read_plane
-from refocus.samples import z00_paths
+from refocus.export.check import ExportReport, Reference, pytorch_output
+from refocus.export.formats import EXPORT_FORMATS
+from refocus.images import atomic_output
+from refocus.inference.receptive import receptive_radius
 
 if TYPE_CHECKING:
     from refocus.data.normalize import PercentileNormalizer
     from refocus.modelfile import LoadedModel
-
-FORMATS = ("torchscript", "onnx", "bioimageio")
-
-#: Exported files must match PyTorch this closely on the normalised sample (0..1 scale).
-TOLERANCE = 1e-3
 
 REFOCUS_CITATION = (
     "Tian Y. ReFocus: Making Out-of-Focus Microscopy Images In-Focus Again (2019). "
@@ -56,100 +43,8 @@ BBBC006_CITATION = (
     "Benchmark Collection.",
     "10.1038/nmeth.2083",
 )
-
-
-@dataclass(frozen=True)
-class ExportReport:
-    """Where an export went and how closely each exported runtime matches PyTorch."""
-
-    format: str
-    path: Path
-    sample: str
-    max_abs_diff: dict[str, float]
-    validation: str | None = None
-    warnings: list[str] = field(default_factory=list)
-
-    def lines(self) -> list[str]:
-        out = [f"{self.format}: {self.path}"]
-        out += [
-            f"  {runtime} vs PyTorch on {self.sample}: max abs diff {diff:.2e}"
-            for runtime, diff in self.max_abs_diff.items()
-        ]
-        if self.validation is not None:
-            out.append(f"  bioimageio.spec validation: {self.validation}")
-        out += [f"  warning: {w}" for w in self.warnings]
-        return out
-
-
-
-
-
-
-def _checked(runtime: str, path: Path, x: np.ndarray, reference: np.ndarray) -> float:
-    """Max abs difference between the exported file and PyTorch; refuse a bad export."""
-    y = RUNNERS[runtime](path, x)
-    diff = float(np.max(np.abs(y.astype(np.float64) - reference.astype(np.float64))))
-    if not diff <= TOLERANCE:
-        raise RefocusError(path, f"{runtime} export differs from PyTorch by {diff:.3g} "
-                                 f"(tolerance {TOLERANCE:g}); not kept")
-    return diff
-
-
-# --- the model-file level ------------------------------------------------------------
-
-
-def sample_input(normalizer: PercentileNormalizer, sample: str | os.PathLike[str]) -> np.ndarray:
-    """A real plane normalised as in training, shaped (1, 1, H, W) float32."""
-    return _normalised(normalizer, read_plane(sample))
-
-
-def _normalised(normalizer: PercentileNormalizer, raw: np.ndarray) -> np.ndarray:
-    """``raw`` as the network sees it in training, shaped (1, 1, H, W) float32."""
-    return normalizer(raw)[None, None].astype(np.float32)
-
-
-def pytorch_output(model: nn.Module, x: np.ndarray) -> np.ndarray:
-    """The reference: the PyTorch network in float32 eager mode."""
-    with torch.no_grad():
-        return model.eval()(torch.from_numpy(np.ascontiguousarray(x))).numpy()
-
-
-def export_model(
-    model_path: str | os.PathLike[str],
-    fmt: str,
-    out: str | os.PathLike[str],
-    *,
-    overwrite: bool = False,
-    sample: str | os.PathLike[str] | None = None,
-) -> ExportReport:
-    """Export a model file to ``fmt`` at ``out``, checked against PyTorch on ``sample``.
-
-    ``sample`` defaults to the first shipped real defocused BBBC006 field. Nothing is
-    written under ``out`` unless the check passes (and, for bioimage.io, validation).
-    """
-    from refocus.modelfile import load_model
-
-    if fmt not in FORMATS:
-        raise RefocusError(None, f"unknown format {fmt!r} (choose {', '.join(FORMATS)})")
-    out = Path(out)
-    prepare_destination(out, overwrite)
-    loaded = load_model(model_path, device="cpu")
-    sample = Path(sample) if sample is not None else z00_paths()[0]
-    raw = read_plane(sample)  # decoded once: bioimage.io also cuts its test tensors from it
-    x = _normalised(loaded.normalizer, raw)
-    reference = pytorch_output(loaded.model, x)
-    if fmt == "bioimageio":
-        return export_bioimageio(loaded, out, sample, raw, x, reference, overwrite=overwrite)
-    with atomic_output(out, overwrite=overwrite) as tmp:
-        if fmt == "torchscript":
-            export_torchscript(loaded.model, tmp)
-        else:
-            export_onnx(loaded.model, tmp)
-        diff = _checked(fmt, tmp, x, reference)
-    return ExportReport(fmt, out, sample.name, {fmt: diff})
-
-
-# --- bioimage.io ---------------------------------------------------------------------
+#: The runtimes in the package and their file names inside it.
+WEIGHT_FILES = {"torchscript": "weights_torchscript.pt", "onnx": "weights.onnx"}
 
 
 def bioimageio_normalise(image: np.ndarray, normalizer: PercentileNormalizer) -> np.ndarray:
@@ -159,6 +54,7 @@ def bioimageio_normalise(image: np.ndarray, normalizer: PercentileNormalizer) ->
 
 
 def _display(image: np.ndarray) -> np.ndarray:
+    """An 8-bit contrast-stretched view, for the sample images and the cover."""
     lo, hi = np.percentile(image, (0.5, 99.8))
     return (np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
 
@@ -230,6 +126,8 @@ defocus has removed cannot be recovered, only estimated.
 def _model_description(
     folder: Path, loaded: LoadedModel, halo: int, min_size: int, opset: int
 ) -> object:
+    """The package's description (rdf.yaml): tensors with their axes, preprocessing and
+    halo, the two weight files, tags and citations."""
     from bioimageio.spec.model import v0_5 as b
 
     norm = loaded.normalizer
@@ -277,9 +175,9 @@ def _model_description(
         outputs=outputs,
         weights=b.WeightsDescr(
             torchscript=b.TorchscriptWeightsDescr(
-                source=folder / "weights_torchscript.pt",
+                source=folder / WEIGHT_FILES["torchscript"],
                 pytorch_version=b.Version(torch.__version__.split("+")[0])),
-            onnx=b.OnnxWeightsDescr(source=folder / "weights.onnx", opset_version=opset,
+            onnx=b.OnnxWeightsDescr(source=folder / WEIGHT_FILES["onnx"], opset_version=opset,
                                     parent="torchscript"),
         ),
     )
@@ -300,49 +198,56 @@ def validate_bioimageio(path: str | os.PathLike[str]) -> tuple[str, list[str]]:
     return summary.status, problems
 
 
-def export_bioimageio(
-    loaded: LoadedModel,
-    out: Path,
-    sample: Path,
-    raw: np.ndarray,
-    x: np.ndarray,
-    reference: np.ndarray,
-    *,
-    overwrite: bool = False,
-) -> ExportReport:
-    """Write and validate a bioimage.io model package (zip) at ``out``.
+def _test_tensors(
+    model: nn.Module, normalizer: PercentileNormalizer, raw: np.ndarray, min_size: int,
+    where: Path,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A central square of ``raw`` on the 32-px grid (raw intensities, as the package's
+    input) and the PyTorch output for it after the declared preprocessing."""
+    raw = raw.astype(np.float32)
+    side = max(min_size, min(256, min(raw.shape)) // MULTIPLE * MULTIPLE)
+    if side > min(raw.shape):
+        raise RefocusError(where, f"sample too small for a {side} px test tensor")
+    top, left = (raw.shape[0] - side) // 2, (raw.shape[1] - side) // 2
+    test_raw = raw[top : top + side, left : left + side][None, None]
+    return test_raw, pytorch_output(model, bioimageio_normalise(test_raw, normalizer))
 
-    ``raw`` is the plane read from ``sample``, ``x`` it normalised and ``reference`` the
-    PyTorch output for it; the test tensors are a central crop of ``raw``.
-    """
+
+def _write_files(
+    folder: Path, model: nn.Module, reference: Reference, test_raw: np.ndarray,
+    test_out: np.ndarray,
+) -> tuple[dict[str, float], int]:
+    """The weight files (checked: max abs diff per runtime), the test tensors and the
+    images; returns the diffs and the ONNX opset."""
     import imageio.v3 as iio
-    from bioimageio.spec import save_bioimageio_package
 
-    from refocus.inference.refocuser import receptive_radius
+    export_torchscript(model, folder / WEIGHT_FILES["torchscript"])
+    opset = export_onnx(model, folder / WEIGHT_FILES["onnx"])
+    diffs = {rt: reference.check(rt, folder / name) for rt, name in WEIGHT_FILES.items()}
+    np.save(folder / "test_input.npy", test_raw)
+    np.save(folder / "test_output.npy", test_out)
+    iio.imwrite(folder / "sample_input.png", _display(test_raw[0, 0]))
+    iio.imwrite(folder / "sample_output.png", _display(test_out[0, 0]))
+    iio.imwrite(folder / "cover.png", _cover(test_raw[0, 0], test_out[0, 0]))
+    return diffs, opset
+
+
+@EXPORT_FORMATS.register("bioimageio")
+def export_bioimageio(
+    loaded: LoadedModel, out: Path, reference: Reference, *, overwrite: bool = False
+) -> ExportReport:
+    """Write and validate a bioimage.io model package (zip) at ``out``; the test tensors
+    are a central crop of the reference plane."""
+    from bioimageio.spec import save_bioimageio_package
 
     model = loaded.model.eval()
     halo = receptive_radius(model, torch.device("cpu"))
     min_size = max(2 * MULTIPLE, -(-(2 * halo + MULTIPLE) // MULTIPLE) * MULTIPLE)
-    raw = raw.astype(np.float32)
-    side = min(raw.shape)
-    side = max(min_size, min(256, side) // MULTIPLE * MULTIPLE)
-    if side > min(raw.shape):
-        raise RefocusError(sample, f"sample too small for a {side} px test tensor")
-    top, left = (raw.shape[0] - side) // 2, (raw.shape[1] - side) // 2
-    test_raw = raw[top : top + side, left : left + side][None, None]
-    test_out = pytorch_output(model, bioimageio_normalise(test_raw, loaded.normalizer))
-
+    raw, sample = reference.raw, reference.sample
+    test_raw, test_out = _test_tensors(model, loaded.normalizer, raw, min_size, sample)
     with tempfile.TemporaryDirectory(prefix="refocus-bioimageio-") as tmpdir:
         folder = Path(tmpdir)
-        export_torchscript(model, folder / "weights_torchscript.pt")
-        opset = export_onnx(model, folder / "weights.onnx")
-        diffs = {rt: _checked(rt, folder / f, x, reference)
-                 for rt, f in (("torchscript", "weights_torchscript.pt"), ("onnx", "weights.onnx"))}
-        np.save(folder / "test_input.npy", test_raw)
-        np.save(folder / "test_output.npy", test_out)
-        iio.imwrite(folder / "sample_input.png", _display(test_raw[0, 0]))
-        iio.imwrite(folder / "sample_output.png", _display(test_out[0, 0]))
-        iio.imwrite(folder / "cover.png", _cover(test_raw[0, 0], test_out[0, 0]))
+        diffs, opset = _write_files(folder, model, reference, test_raw, test_out)
         checked_on = f"{sample.name} ({raw.shape[0]}x{raw.shape[1]} px)"
         (folder / "README.md").write_text(
             _documentation(loaded, halo, min_size, diffs, checked_on))

@@ -1,12 +1,11 @@
-"""Whole images in and out: TIFF (plain, OME, ImageJ), PNG and OME-Zarr, metadata kept.
+"""Whole images in and out, metadata kept: one reader and one writer per file suffix.
 
 A refocused image replaces its input in someone's analysis, so it is written in the same
 format with the same axes, dtype, pixel size and metadata: OME-XML is copied verbatim,
-ImageJ hyperstack settings and TIFF resolution tags are passed back, OME-Zarr group
-attributes (multiscales, omero) are copied and the pyramid is rebuilt level by level.
-Single planes still go through :func:`refocus.io.read_plane`; files are written through
-:func:`refocus.io.atomic_output` / :func:`refocus.io.write_tiff`, and Zarr folders through
-:func:`atomic_output_dir`, so nothing half-written ever carries a final name.
+ImageJ hyperstack settings and TIFF resolution tags are passed back. Formats live in
+:data:`READERS` and :data:`WRITERS` by suffix, so a new format is one reader (and writer)
+function plus its registration; :func:`read_image`, :func:`read_plane` and
+:func:`write_like` only dispatch. OME-Zarr folders are :mod:`refocus.images.omezarr`'s.
 """
 
 from __future__ import annotations
@@ -14,7 +13,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,56 +22,47 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from refocus.errors import RefocusError
+from refocus.images.omezarr import is_zarr
 from refocus.images.output import atomic_output
 from refocus.images.planes import (
-    IMAGE_SUFFIXES,
-    PNG_SUFFIXES,
-    TIFF_SUFFIXES,
-    check_pixel_type,
+    check_image_size,
+    check_pixels,
+    check_plane,
     read_or_raise,
-    read_plane,
     write_tiff,
 )
+from refocus.registry import Registry
 
-ZARR_SUFFIXES = (".zarr",)
-#: tifffile's axis letters that are neither channels nor image rows/columns: each index is
-#: one plane (I: image sequence, Q: unknown, R: tile, E: lambda, ...). ``S`` means RGB.
+TIFF_SUFFIXES = (".tif", ".tiff")
+PNG_SUFFIXES = (".png",)
+#: The suffixes of the built-in formats (:data:`READERS` also has any added since).
+IMAGE_SUFFIXES = TIFF_SUFFIXES + PNG_SUFFIXES
+#: The axes of one plane: rows, columns.
 SPATIAL = "YX"
 #: ImageJ metadata keys tifffile writes itself from the array's shape.
 _IMAGEJ_AUTOMATIC = {"ImageJ", "images", "channels", "slices", "frames", "hyperstack", "axes"}
-#: OME-Zarr axis types/names to the single letters used everywhere else.
-_OME_AXIS = {"time": "T", "channel": "C", "t": "T", "c": "C", "z": "Z", "y": "Y", "x": "X"}
 
 
 @dataclass
 class Image:
-    """Pixels of one TIFF or PNG file, their axes, and what it takes to write them back."""
+    """Pixels of one image file, their axes, and what it takes to write them back."""
 
     path: Path
     data: np.ndarray
     axes: str
-    kind: str  # "tiff", "ome-tiff", "imagej-tiff" or "png"
+    kind: str  # "tiff", "ome-tiff", "imagej-tiff", "png", or an added format's
     channel_names: tuple[str, ...] | None = None
     tiff_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-def is_zarr(path: str | os.PathLike[str]) -> bool:
-    """True for a Zarr folder (by suffix or by its metadata files)."""
-    path = Path(path)
-    if not path.is_dir():
-        return False
-    return path.suffix.lower() in ZARR_SUFFIXES or any(
-        (path / name).is_file() for name in ("zarr.json", ".zgroup", ".zattrs")
-    )
-
-
-def is_image_path(path: str | os.PathLike[str]) -> bool:
-    """True for the files and folders :func:`read_image` / :func:`open_ome_zarr` accept."""
-    path = Path(path)
-    if path.is_file():
-        return path.suffix.lower() in IMAGE_SUFFIXES
-    return is_zarr(path)
+#: ``reader(path) -> Image``; failures become one line through :func:`read_or_raise`.
+ImageReader = Callable[[Path], Image]
+#: ``writer(image, data, path, overwrite) -> path``: ``data`` in ``image``'s format.
+ImageWriter = Callable[[Image, np.ndarray, Path, bool], Path]
+#: Image readers by lower-case file suffix.
+READERS: Registry[ImageReader] = Registry("image file type")
+#: Image writers by the lower-case suffix of the file the image was read from.
+WRITERS: Registry[ImageWriter] = Registry("image file type to write")
 
 
 def _channel_names_from_ome(xml: str) -> tuple[str, ...] | None:
@@ -85,9 +76,24 @@ def _channel_names_from_ome(xml: str) -> tuple[str, ...] | None:
     return names if names and all(names) else None
 
 
+@contextlib.contextmanager
+def _quiet_tifffile() -> Iterator[None]:
+    """tifffile logs damaged structures before raising; the raised error is the one line
+    the user sees, so its log lines would only repeat it."""
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _read_tiff(path: Path) -> Image:
-    with tifffile.TiffFile(path) as tif:
+    """Series 0 of a plain, OME or ImageJ TIFF, with what it takes to write it back."""
+    with _quiet_tifffile(), tifffile.TiffFile(path) as tif:
         series = tif.series[0]
+        check_image_size(path, series.shape, series.dtype)
         data = series.asarray()
         axes = series.axes
         page = tif.pages.first
@@ -114,42 +120,76 @@ def _read_tiff(path: Path) -> Image:
     return Image(path, data, axes, kind, names, kwargs)
 
 
-@contextlib.contextmanager
-def _quiet_tifffile() -> Iterator[None]:
-    """tifffile logs damaged structures before raising; the raised error is the one line
-    the user sees, so its log lines would only repeat it."""
-    logger = logging.getLogger("tifffile")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+def _write_tiff(image: Image, data: np.ndarray, path: Path, overwrite: bool) -> Path:
+    bigtiff = data.nbytes > 2**31
+    return write_tiff(path, data, overwrite=overwrite, bigtiff=bigtiff, **image.tiff_kwargs)
+
+
+#: PNG colour types (IHDR) to samples per pixel: grey, RGB, palette, grey+alpha, RGBA.
+_PNG_BANDS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+def _png_header(path: Path) -> tuple[tuple[int, ...], np.dtype] | None:
+    """Shape and pixel type from the header, nothing decoded: the IHDR chunk of a PNG, the
+    first series of a TIFF saved as ``.png`` (the BBBC006 aligned images are); None for
+    anything else (the decoder then says what is wrong)."""
+    with path.open("rb") as f:
+        head = f.read(26)
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        with _quiet_tifffile(), tifffile.TiffFile(path) as tif:
+            return tif.series[0].shape, tif.series[0].dtype
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", head[16:24])
+    bands = _PNG_BANDS.get(head[25], 1)
+    shape = (height, width, bands) if bands > 1 else (height, width)
+    return shape, np.dtype(np.uint16 if head[24] == 16 else np.uint8)
+
+
+def _read_png(path: Path) -> Image:
+    """One grey plane (8 or 16 bit): PNG has no axes to keep. The header is checked
+    against the size limit before decoding (beyond it, Pillow also refuses images over
+    ~179 M pixels as decompression bombs)."""
+    import imageio.v3 as iio
+
+    header = _png_header(path)
+    if header is not None:
+        check_image_size(path, *header)
+    return Image(path, check_plane(path, np.asarray(iio.imread(path))), SPATIAL, "png")
+
+
+def _write_png(image: Image, data: np.ndarray, path: Path, overwrite: bool) -> Path:
+    import imageio.v3 as iio
+
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        iio.imwrite(tmp, data, extension=".png")
+    return path
+
+
+for _suffix in TIFF_SUFFIXES:
+    READERS.register(_suffix, _read_tiff)
+    WRITERS.register(_suffix, _write_tiff)
+READERS.register(".png", _read_png)
+WRITERS.register(".png", _write_png)
+
+
+def _read(path: Path) -> Image:
+    """The file as its suffix's reader sees it, any failure as one line."""
+    return read_or_raise(path, READERS.get(path.suffix.lower(), path))
 
 
 def read_image(path: str | os.PathLike[str]) -> Image:
     """Read a TIFF (any axes) or PNG (one grey plane), refusing RGB and damaged files."""
     path = Path(path)
-    if path.suffix.lower() in PNG_SUFFIXES:
-        return Image(path, read_plane(path), SPATIAL, "png")
-    if path.suffix.lower() not in TIFF_SUFFIXES:
-        raise RefocusError(path, f"unsupported file type {path.suffix!r} "
-                                 "(expected TIFF, PNG or an OME-Zarr folder)")
-    with _quiet_tifffile():
-        image = read_or_raise(path, _read_tiff)
+    image = _read(path)
     check_pixels(path, image.data.shape, image.data.dtype, image.axes)
     return image
 
 
-def check_pixels(
-    where: str | os.PathLike[str] | None, shape: tuple[int, ...], dtype: np.dtype, axes: str
-) -> None:
-    """One clear line for what the network cannot refocus: RGB, no 2-D plane, odd types."""
-    if "S" in axes and shape[axes.index("S")] > 1:
-        raise RefocusError(where, f"RGB image {tuple(shape)} where grey planes are expected")
-    if not ("Y" in axes and "X" in axes):
-        raise RefocusError(where, f"no 2-D plane in an image with axes {axes!r} {tuple(shape)}")
-    check_pixel_type(where, dtype)
+def read_plane(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read one 2-D grey plane, refusing RGB, stacks and unreadable files with one line."""
+    path = Path(path)
+    return check_plane(path, _read(path).data)
 
 
 def write_like(
@@ -159,127 +199,13 @@ def write_like(
     path = Path(path)
     if data.shape != image.data.shape:
         raise ValueError(f"shape {data.shape} differs from the input's {image.data.shape}")
-    if image.kind == "png":
-        import imageio.v3 as iio
-
-        with atomic_output(path, overwrite=overwrite) as tmp:
-            iio.imwrite(tmp, data, extension=".png")
-        return path
-    bigtiff = data.nbytes > 2**31
-    return write_tiff(path, data, overwrite=overwrite, bigtiff=bigtiff, **image.tiff_kwargs)
+    writer = WRITERS.get(image.path.suffix.lower(), image.path)
+    return writer(image, data, path, overwrite)
 
 
-# --- OME-Zarr -------------------------------------------------------------------------
-
-
-@dataclass
-class OmeZarr:
-    """An OME-Zarr image (NGFF 0.4 on Zarr v2, or 0.5 on Zarr v3): its pyramid and axes."""
-
-    path: Path
-    attrs: dict[str, Any]
-    zarr_format: int
-    axes: str
-    level_paths: list[str]
-    channel_names: tuple[str, ...] | None
-
-    def level(self, index: int = 0) -> Any:
-        """The zarr array of pyramid level ``index`` (0 = full resolution), read-only."""
-        import zarr
-
-        return zarr.open_array(self.path / self.level_paths[index], mode="r")
-
-
-def _ome_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
-    """NGFF 0.5 nests everything under ``ome``; 0.4 keeps it at the top."""
-    return attrs["ome"] if isinstance(attrs.get("ome"), dict) else attrs
-
-
-def _axis_letter(axis: Any) -> str:
-    if isinstance(axis, str):  # NGFF 0.3: plain names
-        return _OME_AXIS.get(axis.lower(), "Q")
-    name, kind = str(axis.get("name", "")).lower(), str(axis.get("type", "")).lower()
-    return _OME_AXIS.get(name) or _OME_AXIS.get(kind) or "Q"
-
-
-def open_ome_zarr(path: str | os.PathLike[str]) -> OmeZarr:
-    """Open an OME-Zarr image folder; a clear error when it is not one."""
-    import zarr
-
+def is_image_path(path: str | os.PathLike[str]) -> bool:
+    """True for the files and folders :func:`read_image` / :func:`open_ome_zarr` accept."""
     path = Path(path)
-    try:
-        group = zarr.open_group(path, mode="r")
-        attrs = group.attrs.asdict()
-        zarr_format = group.metadata.zarr_format
-    except Exception as exc:
-        raise RefocusError(path, f"cannot open as Zarr ({type(exc).__name__}: {exc})") from exc
-    ome = _ome_attrs(attrs)
-    multiscales = ome.get("multiscales")
-    if not multiscales:
-        raise RefocusError(path, "Zarr group without OME 'multiscales' metadata "
-                                 "(a plate or a plain array is not an OME-Zarr image)")
-    first = multiscales[0]
-    level_paths = [str(d["path"]) for d in first["datasets"]]
-    try:
-        level0 = zarr.open_array(path / level_paths[0], mode="r")
-    except Exception as exc:
-        raise RefocusError(path, f"cannot open level {level_paths[0]!r} "
-                                 f"({type(exc).__name__}: {exc})") from exc
-    axes_meta = first.get("axes")
-    if axes_meta:
-        axes = "".join(_axis_letter(a) for a in axes_meta)
-    else:  # NGFF 0.1/0.2: always 5-D
-        axes = "TCZYX"[5 - level0.ndim:]
-    if len(axes) != level0.ndim:
-        raise RefocusError(path, f"metadata names {len(axes)} axes for a {level0.ndim}-D array")
-    check_pixels(path, level0.shape, level0.dtype, axes)
-    channels = (ome.get("omero") or {}).get("channels") or []
-    names = tuple(str(c.get("label", "")) for c in channels)
-    return OmeZarr(path, attrs, zarr_format, axes, level_paths,
-                   names if names and all(names) else None)
-
-
-def create_like(source: OmeZarr, path: Path) -> Any:
-    """A new OME-Zarr group at ``path`` with ``source``'s attributes and empty levels.
-
-    Levels keep their shape, chunks, dtype, compression and chunk-key layout, so tools
-    that read the input read the output the same way.
-    """
-    import zarr
-
-    group = zarr.open_group(path, mode="w", zarr_format=source.zarr_format)
-    group.attrs.update(source.attrs)
-    for name in source.level_paths:
-        src = source.level(source.level_paths.index(name))
-        extra: dict[str, Any] = {}
-        if source.zarr_format == 3:
-            extra.update(chunk_key_encoding=src.metadata.chunk_key_encoding,
-                         dimension_names=src.metadata.dimension_names, shards=src.shards)
-        else:
-            extra.update(chunk_key_encoding={"name": "v2",
-                                             "separator": src.metadata.dimension_separator})
-        group.create_array(name, shape=src.shape, chunks=src.chunks, dtype=src.dtype,
-                           compressors=src.compressors, fill_value=src.fill_value, **extra)
-    return group
-
-
-def build_pyramid(path: Path, source: OmeZarr, scheduler: Any = None) -> None:
-    """Fill levels 1.. of ``path`` from level 0 by nearest-neighbour decimation.
-
-    Nearest (as ome-zarr-py's default scaler does) keeps the dtype and the values;
-    each level is built from the one above, so memory stays at a few chunks.
-    """
-    import dask.array as da
-    import zarr
-
-    for above, name in zip(source.level_paths, source.level_paths[1:], strict=False):
-        upper = da.from_zarr(zarr.open_array(path / above, mode="r"))
-        target = zarr.open_array(path / name, mode="r+")
-        lower = upper
-        for axis, (n_up, n_low) in enumerate(zip(upper.shape, target.shape, strict=True)):
-            if n_up != n_low:
-                lower = lower[(slice(None),) * axis + ((np.arange(n_low) * n_up) // n_low,)]
-        lower = lower.rechunk(target.chunks)
-        da.store(lower, target, lock=False, compute=True, scheduler=scheduler)
-
-
+    if path.is_file():
+        return path.suffix.lower() in READERS
+    return is_zarr(path)

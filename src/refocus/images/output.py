@@ -71,7 +71,7 @@ def _umask() -> int:
 
 @contextlib.contextmanager
 def atomic_output_dir(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
-    """Like :func:`refocus.io.atomic_output`, for a folder (a Zarr store).
+    """Like :func:`atomic_output`, for a folder (a Zarr store).
 
     Yields an empty temporary folder beside ``path``; on success it takes the final name
     (an existing ``path`` is replaced only with ``overwrite``, and removed only after the

@@ -1,12 +1,16 @@
-"""Reading and writing image files, with one clear error per bad file.
+"""The checks every image reader applies, and the TIFF writer every plane goes out through.
 
-Microscopy images are 16-bit TIFFs (often LZW-compressed, hence ``imagecodecs``) or PNGs.
-Every writer goes through :func:`atomic_output` so an interrupted run never leaves a
+A bad file must give one line naming it and the problem (the CLI prints nothing else), so
+decoding failures, RGB, stacks, non-numeric pixels and images too large to hold in memory
+are refused here in one wording for all formats. The size limit (:func:`max_image_gib`) is
+checked on the header, before any decoding. Every writer goes through
+:func:`refocus.images.output.atomic_output` so an interrupted run never leaves a
 half-written file under the final name, and nothing is overwritten unless asked.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -18,22 +22,60 @@ import tifffile
 from refocus.errors import RefocusError
 from refocus.images.output import atomic_output
 
-TIFF_SUFFIXES = (".tif", ".tiff")
-PNG_SUFFIXES = (".png",)
-IMAGE_SUFFIXES = TIFF_SUFFIXES + PNG_SUFFIXES
-
 T = TypeVar("T")
 
+#: The largest image (decoded, in its own pixel type) read whole into memory, in GiB.
+DEFAULT_MAX_IMAGE_GIB = 4.0
+#: Environment variable that replaces :data:`DEFAULT_MAX_IMAGE_GIB`.
+MAX_IMAGE_GIB_ENV = "REFOCUS_MAX_IMAGE_GIB"
+_max_image_gib: float | None = None  # set by set_max_image_gib (a CLI option)
 
-def _read_any(path: Path) -> np.ndarray:
-    suffix = path.suffix.lower()
-    if suffix in TIFF_SUFFIXES:
-        return tifffile.imread(path)
-    if suffix in PNG_SUFFIXES:
-        import imageio.v3 as iio
 
-        return np.asarray(iio.imread(path))
-    raise RefocusError(path, f"unsupported file type {suffix!r} (expected TIFF or PNG)")
+def set_max_image_gib(gib: float | None) -> None:
+    """Set the size limit for whole-image reads (``--max-image-gib``); None: back to
+    ``$REFOCUS_MAX_IMAGE_GIB`` or the default."""
+    global _max_image_gib
+    if gib is not None and not gib > 0:
+        raise RefocusError("--max-image-gib", f"must be a positive number of GiB, got {gib}")
+    _max_image_gib = gib
+
+
+def max_image_gib() -> float:
+    """The limit in force: the one set, else ``$REFOCUS_MAX_IMAGE_GIB``, else 4 GiB."""
+    if _max_image_gib is not None:
+        return _max_image_gib
+    text = os.environ.get(MAX_IMAGE_GIB_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_IMAGE_GIB
+    try:
+        gib = float(text)
+    except ValueError:
+        gib = float("nan")
+    if not gib > 0:
+        raise RefocusError(MAX_IMAGE_GIB_ENV, f"must be a positive number of GiB, got {text!r}")
+    return gib
+
+
+def _gib(value: float) -> str:
+    return f"{value:.1f}" if value >= 0.1 else f"{value:.2g}"
+
+
+def check_image_size(
+    where: str | os.PathLike[str] | None, shape: tuple[int, ...], dtype: np.dtype
+) -> None:
+    """Refuse, from the header alone, an image whose pixels would not fit the limit: a
+    damaged or hostile header can claim terabytes in a file of a few bytes."""
+    dtype = np.dtype(dtype)
+    gib = math.prod(shape) * dtype.itemsize / 2**30
+    limit = max_image_gib()
+    if gib > limit:
+        size = "x".join(str(n) for n in shape)
+        raise RefocusError(
+            where,
+            f"{size} {dtype} image ({_gib(gib)} GiB) is larger than the {_gib(limit)} GiB limit; "
+            "use --max-image-gib N or convert it to OME-Zarr, which refocus processes "
+            "block by block",
+        )
 
 
 def read_or_raise(path: Path, reader: Callable[[Path], T]) -> T:
@@ -55,18 +97,27 @@ def check_pixel_type(where: str | os.PathLike[str] | None, dtype: np.dtype) -> N
         raise RefocusError(where, f"unsupported pixel type {dtype}")
 
 
-def read_plane(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read one 2-D grey plane, refusing RGB, stacks and unreadable files with one line."""
-    path = Path(path)
-    array = np.asarray(read_or_raise(path, _read_any))
+def check_pixels(
+    where: str | os.PathLike[str] | None, shape: tuple[int, ...], dtype: np.dtype, axes: str
+) -> None:
+    """One clear line for what the network cannot refocus: RGB, no 2-D plane, odd types."""
+    if "S" in axes and shape[axes.index("S")] > 1:
+        raise RefocusError(where, f"RGB image {tuple(shape)} where grey planes are expected")
+    if not ("Y" in axes and "X" in axes):
+        raise RefocusError(where, f"no 2-D plane in an image with axes {axes!r} {tuple(shape)}")
+    check_pixel_type(where, dtype)
+
+
+def check_plane(where: str | os.PathLike[str] | None, array: np.ndarray) -> np.ndarray:
+    """``array`` as one 2-D grey plane (length-1 axes dropped); RGB and stacks refused."""
     if array.ndim == 3 and array.shape[-1] in (3, 4):
-        raise RefocusError(path, f"RGB image {array.shape} where a grey plane is expected")
+        raise RefocusError(where, f"RGB image {array.shape} where a grey plane is expected")
     squeezed = np.squeeze(array)
     if squeezed.ndim != 2:
         raise RefocusError(
-            path, f"{array.ndim}-D image {array.shape} where a 2-D plane is expected"
+            where, f"{array.ndim}-D image {array.shape} where a 2-D plane is expected"
         )
-    check_pixel_type(path, squeezed.dtype)
+    check_pixel_type(where, squeezed.dtype)
     return squeezed
 
 

@@ -39,6 +39,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from refocus.inference.receptive import probe_image
+
 Predictor = Callable[[Tensor], Tensor]
 
 #: Variants each device can run, in the order the benchmark lists them.
@@ -207,14 +209,6 @@ def relative_error(fast: Tensor, reference: Tensor) -> float:
     """max |fast - reference| over the reference's value range (0 when identical)."""
     span = float(reference.max() - reference.min()) or 1.0
     return float((fast.float() - reference.float()).abs().max()) / span
-
-
-def probe_image(device: str | torch.device, shape: tuple[int, int] = (96, 128)) -> Tensor:
-    """A deterministic, image-like (smooth, 0..1) input for numerics checks."""
-    gen = torch.Generator().manual_seed(0)
-    noise = torch.rand((1, 1, shape[0] // 8, shape[1] // 8), generator=gen)
-    smooth = nn.functional.interpolate(noise, size=shape, mode="bilinear", align_corners=False)
-    return smooth.to(device)
 
 
 def prepare_for_inference(

@@ -2,19 +2,20 @@
 
 Each plane is cut into blocks of whole storage chunks. One Dask task per block reads the
 block with a halo of real neighbouring pixels (half the tile overlap, on the 32-px grid,
-so at least 1.5 receptive radii), predicts it in blended tiles (:mod:`refocus.tiling`),
-and writes only the block's own pixels: this is ``map_overlap``'s scheme, but with every
-task reading its own halo, tasks share nothing and memory stays at a few blocks whatever
-the image size (``dask.array.map_overlap`` itself buffered whole rows of blocks: its peak
-memory grew with the image width when measured, about 40 -> 100 -> 145 MB for an identity
-function on 4096, 8192 and 12288 px wide uint16 images).
+so at least 1.5 receptive radii), predicts it in blended tiles
+(:mod:`refocus.inference.tiling`), and writes only the block's own pixels: this is
+``map_overlap``'s scheme, but with every task reading its own halo, tasks share nothing
+and memory stays at a few blocks whatever the image size (``dask.array.map_overlap``
+itself buffered whole rows of blocks: its peak memory grew with the image width when
+measured, about 40 -> 100 -> 145 MB for an identity function on 4096, 8192 and 12288 px
+wide uint16 images).
 
-The intensity rule of :mod:`refocus.predict` needs whole-plane numbers, so a plane takes
-two passes: the first computes the percentiles (exactly, from a histogram, for 8/16-bit
-images; from an even subsample otherwise) and the sum of the input, then writes the
-network output (float32) to a temporary Zarr beside the output and sums it; the second
-applies ``lo + g * y_n`` and writes the input's dtype. The temporary store takes 4 bytes
-per pixel of one plane and is removed afterwards.
+The intensity rule (:mod:`refocus.inference.flux`) needs whole-plane numbers, so a plane
+takes two passes: the first computes the percentiles (exactly, from a histogram, for
+8/16-bit images; from an even subsample otherwise) and the sum of the input, then writes
+the network output (float32) to a temporary Zarr beside the output and sums it; the
+second applies ``lo + g * y_n`` and writes the input's dtype. The temporary store takes
+4 bytes per pixel of one plane and is removed afterwards.
 
 ``scheduler``: ``None`` runs on local threads; an address (``tcp://host:8786``) sends the
 work to that dask.distributed cluster, whose workers must see the input and output folders
@@ -34,16 +35,11 @@ from typing import Any
 
 import numpy as np
 
+from refocus.archs.padding import MULTIPLE, grid_pads, reflect_fits
 from refocus.errors import RefocusError
 from refocus.images import atomic_output_dir, build_pyramid, create_like, open_ome_zarr
-from refocus.inference.refocuser import (
-    ALIGN,
-    Refocuser,
-    gain_from_sums,
-    grid_padding,
-    grid_padding_fits,
-    to_dtype,
-)
+from refocus.inference.flux import apply_gain, gain_from_sums
+from refocus.inference.refocuser import Refocuser
 
 Progress = Callable[[int, int], None]
 #: Planes of floating-point (or 32-bit) images are sampled down to about this many pixels
@@ -149,14 +145,14 @@ def _grid_span(a0: int, a1: int, n: int, depth: int) -> tuple[int, int, int, int
     """Rows (or columns) to predict for the block ``[a0, a1)`` of an axis of length ``n``.
 
     Works in the coordinates of the whole axis padded to the 32-px grid as the network
-    pads a whole image (:func:`refocus.predict.grid_padding`), so every region starts
+    pads a whole image (:func:`refocus.archs.padding.grid_pads`), so every region starts
     and ends on that grid and pools exactly as whole-image prediction does. Returns the
     image range to read ``[i0, i1)``, the padding to add before/after it, and where the
     block starts inside the region.
     """
-    before, after = grid_padding(n)
-    r0 = max(((a0 + before - depth) // ALIGN) * ALIGN, 0)
-    r1 = min(-(-(a1 + before + depth) // ALIGN) * ALIGN, n + before + after)
+    before, after = grid_pads(n, MULTIPLE)
+    r0 = max(((a0 + before - depth) // MULTIPLE) * MULTIPLE, 0)
+    r1 = min(-(-(a1 + before + depth) // MULTIPLE) * MULTIPLE, n + before + after)
     i0, i1 = max(r0 - before, 0), min(r1 - before, n)
     return i0, i1, i0 - (r0 - before), (r1 - before) - i1, a0 + before - r0
 
@@ -181,7 +177,7 @@ def _predict_block(
     x = np.asarray(source[prefix + (slice(iy0, iy1), slice(ix0, ix1))])
     x_n = refocuser.normalizer.apply(x, *scaling)
     if top or bottom or left or right:
-        mode = "reflect" if grid_padding_fits(height, width) else "edge"
+        mode = "reflect" if reflect_fits(height, width, MULTIPLE) else "edge"
         x_n = np.pad(x_n, ((top, bottom), (left, right)), mode=mode)
     y = refocuser.predict_normalised(x_n, *sizes)
     core = y[oy : oy + y1 - y0, ox : ox + x1 - x0]
@@ -216,7 +212,7 @@ def refocus_plane(
     storage = tuple(source.chunks[-2:])
     (lo, hi), total = percentiles(plane, (refocuser.normalizer.low, refocuser.normalizer.high),
                                   client)
-    depth = int(math.ceil((overlap // 2) / ALIGN) * ALIGN)
+    depth = int(math.ceil((overlap // 2) / MULTIPLE) * MULTIPLE)
     block = _block_chunks(plane.shape, storage, tile - 2 * depth)  # block + halo: one tile
     scratch = zarr.open_array(scratch_path, mode="w", shape=plane.shape, chunks=block,
                               dtype=np.float32)
@@ -232,7 +228,7 @@ def refocus_plane(
     predicted = float(sum(_run(client, *tasks, progress=progress)))
     gain = gain_from_sums(total - lo * plane.size, predicted, lo, hi)
     out = da.from_zarr(scratch).map_blocks(
-        lambda b: to_dtype(lo + gain * b.astype(np.float64), target.dtype), dtype=target.dtype
+        lambda b: apply_gain(b, lo, gain, target.dtype), dtype=target.dtype
     ).rechunk(storage)
     region = prefix + (slice(None), slice(None))
     _run(client, da.store(out, target, regions=region, lock=False, compute=False))

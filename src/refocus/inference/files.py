@@ -4,7 +4,7 @@ A plate is hundreds of files; one damaged file must not cost the others. Every i
 becomes a :class:`Job` whose output keeps the input's name in the output folder; a job that
 fails becomes an :class:`Outcome` with its one-line reason, and the batch goes on. With a
 dask.distributed scheduler address, each file is one task on the cluster (OME-Zarr inputs
-are split into chunk tasks instead, see :mod:`refocus.largeimage`).
+are split into chunk tasks instead, see :mod:`refocus.inference.chunked`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from refocus.errors import RefocusError
 from refocus.images import is_image_path, is_zarr, prepare_destination, read_image, write_like
+from refocus.inference.chunked import dask_scheduler, refocus_ome_zarr
 from refocus.inference.refocuser import Refocuser
 
 
@@ -97,8 +98,6 @@ def refocus_file(
 ) -> Path:
     """Refocus one TIFF/PNG file or OME-Zarr image into ``job.dst`` (same format)."""
     if is_zarr(job.src):
-        from refocus.inference.chunked import refocus_ome_zarr
-
         return refocus_ome_zarr(refocuser, job.src, job.dst, tile=tile, overlap=overlap,
                                 channel=channel, overwrite=overwrite, scheduler=scheduler,
                                 progress=progress)
@@ -158,8 +157,6 @@ def run_jobs(
     files = [j for j in jobs if not is_zarr(j.src)]
     if scheduler and files:
         from distributed import as_completed
-
-        from refocus.inference.chunked import dask_scheduler
 
         with dask_scheduler(scheduler) as client:
             model = client.scatter(refocuser, broadcast=True)

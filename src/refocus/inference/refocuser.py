@@ -1,20 +1,11 @@
-"""Refocus whole images and stacks with a trained model, in the input's own units.
+"""The :class:`Refocuser`: a loaded model that refocuses planes and stacks of any size.
 
-Intensity rule (why the output can be measured like the input): the network sees each
-plane percentile-normalised with the model's :class:`PercentileNormalizer`
-(``x_n = (x - lo) / (hi - lo)``, ``lo``/``hi`` the plane's low/high percentiles), and it was
-trained to map that to the in-focus plane normalised the same way, so its output ``y_n``
-has the background at 0 but an arbitrary brightness scale. Defocus only moves photons, so
-the scale is fixed by conserving the total flux above background::
-
-    y = lo + g * y_n,    g = sum(x - lo) / sum(y_n)
-
-which makes ``sum(y - lo) == sum(x - lo)`` exactly (before rounding): integrated nuclear
-intensities stay comparable between raw and refocused images. ``lo`` (the low percentile)
-is the background level on both sides. When the sums cannot define a gain (a blank plane,
-or a prediction with no positive flux), ``g = hi - lo`` (plain de-normalisation) is used.
-The result is rounded and clipped (never wrapped) to the input's integer dtype; float
-input stays float. Each plane of a stack is normalised and rescaled on its own.
+Every Y-X plane is percentile-normalised with the model's normaliser, padded to the
+network's 32-px grid exactly as the network pads a whole image
+(:mod:`refocus.archs.padding`), predicted in blended tiles (:mod:`refocus.inference.tiling`)
+whose size follows free memory (:mod:`refocus.inference.memory`) and whose overlap follows
+the measured receptive field (:mod:`refocus.inference.receptive`), and brought back to the
+input's units and dtype by the flux rule (:mod:`refocus.inference.flux`).
 """
 
 from __future__ import annotations
@@ -31,112 +22,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from refocus.archs.padding import MULTIPLE, grid_pads, pad_to_multiple, reflect_fits
+from refocus.archs.padding import MULTIPLE, grid_pads, pad_to_multiple
 from refocus.data.normalize import PercentileNormalizer
 from refocus.device import select_device
 from refocus.errors import RefocusError
 from refocus.images import check_pixels
+from refocus.inference.backends import prepare_for_inference
+from refocus.inference.flux import apply_gain, flux_gain
+from refocus.inference.memory import activation_bytes_per_pixel, free_memory_bytes
+from refocus.inference.receptive import RECEPTIVE_MASS, receptive_radius
 from refocus.inference.tiling import choose_tile, min_tile, overlap_for_halo, predict_tiled
+from refocus.modelfile import load_model
 
 log = logging.getLogger(__name__)
-
-#: The U-Net's total stride: tiles start on this grid so they pool like the whole image.
-ALIGN = MULTIPLE
-#: Gradient mass (of one output pixel w.r.t. the input) that the halo must contain.
-RECEPTIVE_MASS = 0.99
-#: Side of the probe image the receptive field is measured on (caps the halo at half).
-PROBE_SIZE = 256
-
-
-def flux_gain(image: np.ndarray, prediction: np.ndarray, lo: float, hi: float) -> float:
-    """The ``g`` of the module's intensity rule for one plane (float64 sums)."""
-    above = float(np.sum(np.asarray(image, dtype=np.float64) - lo))
-    predicted = float(np.sum(prediction, dtype=np.float64))
-    return gain_from_sums(above, predicted, lo, hi)
-
-
-def gain_from_sums(above: float, predicted: float, lo: float, hi: float) -> float:
-    """``sum(x - lo) / sum(y_n)``, or ``hi - lo`` when that is undefined (see module doc)."""
-    if above > 0 and predicted > 0 and np.isfinite(above / predicted):
-        return above / predicted
-    return max(hi - lo, 0.0) or 1.0
-
-
-def grid_padding(n: int) -> tuple[int, int]:
-    """Padding before/after an axis of length ``n`` up to the 32-px grid: the network's own
-    split (:func:`refocus.model.grid_pads`), which chunk-wise prediction must repeat."""
-    return grid_pads(n, ALIGN)
-
-
-def grid_padding_fits(height: int, width: int) -> bool:
-    """Whether that padding reflects (as the network does) or, on tiny images, repeats
-    (:func:`refocus.model.reflect_fits`)."""
-    return reflect_fits(height, width, ALIGN)
-
-
-def to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Round and clip to an integer ``dtype`` (never wrap around); cast to a float one."""
-    dtype = np.dtype(dtype)
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
-    return np.asarray(values).astype(dtype)
-
-
-def activation_bytes_per_pixel(model: nn.Module, device: torch.device, size: int = 64) -> float:
-    """Bytes of activations per input pixel: the sum over every layer's output (float32).
-
-    An upper bound on what inference keeps alive at once, measured with forward hooks on
-    a small probe, so tile sizes follow the architecture rather than a guess.
-    """
-    total = [0]
-
-    def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-        if isinstance(output, torch.Tensor):
-            total[0] += output.numel()
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
-    try:
-        with torch.inference_mode():
-            model(torch.zeros(1, 1, size, size, device=device))
-    finally:
-        for h in handles:
-            h.remove()
-    return 4.0 * total[0] / (size * size)
-
-
-def free_memory_bytes(device: torch.device) -> float:
-    """Free memory where the activations will live (GPU memory, or available RAM)."""
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return float(free)
-    import psutil
-
-    return float(psutil.virtual_memory().available)
-
-
-def receptive_radius(model: nn.Module, device: torch.device, size: int = PROBE_SIZE,
-                     mass: float = RECEPTIVE_MASS) -> int:
-    """Radius (px) of the square around an output pixel holding ``mass`` of its gradient.
-
-    A U-Net's theoretical receptive field spans hundreds of pixels, but almost all of an
-    output pixel's dependence is close by; the halo only needs to hold that part.
-    """
-    from refocus.inference.backends import probe_image
-
-    x = probe_image(device, (size, size)).requires_grad_(True)
-    with torch.enable_grad():
-        y = model(x)
-        c = size // 2
-        y[0, 0, c, c].backward()
-    grad = x.grad.detach().abs()[0, 0].double().cpu().numpy()
-    total = grad.sum()
-    if total <= 0:
-        return 0
-    for r in range(c + 1):
-        if grad[c - r : c + r + 1, c - r : c + r + 1].sum() >= mass * total:
-            return r
-    return c
 
 
 class Refocuser:
@@ -172,13 +70,11 @@ class Refocuser:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], device: str | torch.device | None = None,
                   mode: str = "auto") -> Refocuser:
-        """Load a model file (``refocus.modelfile``); ``device=None`` picks the GPU if any.
+        """Load a model file (:mod:`refocus.modelfile`); ``device=None`` picks the GPU if any.
 
-        ``mode`` is :func:`refocus.accel.prepare_for_inference`'s: ``"auto"`` (fastest
-        checked variant) or a variant name such as ``"eager"`` (plain float32).
+        ``mode`` is :func:`refocus.inference.backends.prepare_for_inference`'s: ``"auto"``
+        (fastest checked variant) or a variant name such as ``"eager"`` (plain float32).
         """
-        from refocus.modelfile import load_model
-
         loaded = load_model(path, device=select_device(device))
         channels = loaded.train_config.get("channels") or ()
         if isinstance(channels, str):
@@ -214,32 +110,35 @@ class Refocuser:
 
     def default_overlap(self) -> int:
         """Tile overlap whose halo holds the receptive field (on the 32-px grid)."""
-        return overlap_for_halo(self.halo, ALIGN)
+        return overlap_for_halo(self.halo, MULTIPLE)
+
+    def auto_tile(self) -> int:
+        """The largest tile whose activations fit half the free memory (measured once)."""
+        if self.tile is None:
+            per_pixel = activation_bytes_per_pixel(self.model, self.device)
+            self.tile = choose_tile(free_memory_bytes(self.device), per_pixel, align=MULTIPLE)
+        return self.tile
 
     def tile_and_overlap(self, tile: int | None, overlap: int | None,
                          shape: tuple[int, ...] | None = None) -> tuple[int, int]:
         """The (tile, overlap) to use for an image of ``shape`` (if known).
 
-        The tile defaults to the largest whose activations fit half the free memory (and
-        is kept on the 32-px grid); the overlap to :meth:`default_overlap`, measured only
-        when more than one tile is needed. An automatic tile grows to hold the overlap;
-        a tile the caller chose is kept and the overlap shrinks to fit it instead.
+        The tile defaults to :meth:`auto_tile` and is kept on the 32-px grid; the overlap
+        to :meth:`default_overlap`, measured only when more than one tile is needed. An
+        automatic tile grows to hold the overlap; a tile the caller chose is kept and the
+        overlap shrinks to fit it instead.
         """
         chosen = tile is not None
-        if tile is None:
-            if self.tile is None:
-                per_pixel = activation_bytes_per_pixel(self.model, self.device)
-                self.tile = choose_tile(free_memory_bytes(self.device), per_pixel, align=ALIGN)
-            tile = self.tile
-        tile = max((int(tile) // ALIGN) * ALIGN, ALIGN)  # on the grid: no padding inside
+        tile = int(tile) if chosen else self.auto_tile()
+        tile = max((tile // MULTIPLE) * MULTIPLE, MULTIPLE)  # on the grid: no padding inside
         if overlap is not None:
             return tile, int(overlap)
         if shape is not None and tile >= max(shape):
             return tile, 0  # one tile: nothing overlaps
         overlap = self.default_overlap()
         if not chosen:
-            return max(tile, min_tile(overlap, ALIGN)), overlap
-        fitting = ((tile - 1) // 2 // ALIGN) * ALIGN
+            return max(tile, min_tile(overlap, MULTIPLE)), overlap
+        fitting = ((tile - 1) // 2 // MULTIPLE) * MULTIPLE
         if overlap > fitting:
             log.warning("tile %d px leaves room for a %d px overlap, less than the %d px "
                         "the receptive field needs; tiles may not match exactly",
@@ -256,8 +155,6 @@ class Refocuser:
         x = torch.from_numpy(np.ascontiguousarray(tile))[None, None]
         with self._lock:
             if self._predictor is None:
-                from refocus.inference.backends import prepare_for_inference
-
                 self._predictor = prepare_for_inference(self.model, self.device, self.mode)
             return self._predictor(x.to(self.device))[0, 0].float().cpu().numpy()
 
@@ -270,10 +167,10 @@ class Refocuser:
         """
         plane = np.asarray(plane, dtype=np.float32)
         h, w = plane.shape
-        padded = pad_to_multiple(torch.from_numpy(plane)[None, None], ALIGN)[0, 0].numpy()
+        padded = pad_to_multiple(torch.from_numpy(plane)[None, None], MULTIPLE)[0, 0].numpy()
         tile, overlap = self.tile_and_overlap(tile, overlap, padded.shape)
-        top, left = grid_padding(h)[0], grid_padding(w)[0]
-        out = predict_tiled(self._run, padded, tile, overlap, align=ALIGN,
+        top, left = grid_pads(h, MULTIPLE)[0], grid_pads(w, MULTIPLE)[0]
+        out = predict_tiled(self._run, padded, tile, overlap, align=MULTIPLE,
                             on_shrink=self._remember_tile)
         return out[top : top + h, left : left + w]
 
@@ -283,8 +180,7 @@ class Refocuser:
         plane = np.asarray(plane)
         lo, hi = self.normalizer.percentiles(plane)
         y_n = self.predict_normalised(self.normalizer.apply(plane, lo, hi), tile, overlap)
-        gain = flux_gain(plane, y_n, lo, hi)
-        return to_dtype(lo + gain * y_n.astype(np.float64), plane.dtype)
+        return apply_gain(y_n, lo, flux_gain(plane, y_n, lo, hi), plane.dtype)
 
     def select_channel(self, n_channels: int, channel: int | str | None,
                        names: Sequence[str] | None = None) -> int:
@@ -294,27 +190,15 @@ class Refocuser:
         channel names are matched against ``names``, and anything else must be explicit.
         """
         names = list(names) if names else []
-        listed = f" ({', '.join(names)})" if names else ""
-        if isinstance(channel, str) and channel.strip().lstrip("-").isdigit():
-            channel = int(channel)
-        if isinstance(channel, int):
-            if not -n_channels <= channel < n_channels:
-                raise RefocusError(None, f"channel {channel} does not exist: the image has "
-                                         f"{n_channels} channel(s){listed}, indices 0.."
-                                         f"{n_channels - 1}")
-            return channel % n_channels
-        if isinstance(channel, str):
-            if channel not in names:
-                raise RefocusError(None, f"channel {channel!r} not found; the image's "
-                                         f"channels are{listed or ' unnamed'}")
-            return names.index(channel)
+        if channel is not None:
+            return _explicit_channel(n_channels, channel, names)
         if n_channels == 1:
             return 0
         matches = [names.index(c) for c in self.channels if c in names]
         if matches:
             return matches[0]
-        raise RefocusError(None, f"the image has {n_channels} channels{listed}; choose the one "
-                                 "to refocus by name or index (--channel)")
+        raise RefocusError(None, f"the image has {n_channels} channels{_listed(names)}; choose "
+                                 "the one to refocus by name or index (--channel)")
 
     def predict(
         self,
@@ -333,32 +217,57 @@ class Refocuser:
         its own; with a C axis only the chosen ``channel`` (index, or a name from
         ``channel_names``) is, and the other channels are copied unchanged. ``tile``
         defaults to the largest that fits free memory, ``overlap`` to three times the
-        measured receptive radius (see :mod:`refocus.tiling`).
+        measured receptive radius (see :mod:`refocus.inference.tiling`).
         """
         array = np.asarray(array)
-        if axes is None:
-            if array.ndim != 2:
-                raise RefocusError(None, f"{array.ndim}-D array {array.shape}: say what its axes "
-                                         "are, e.g. axes='ZYX' or 'TCYX'")
-            axes = "YX"
-        axes = axes.upper()
-        if len(axes) != array.ndim or len(set(axes)) != len(axes):
-            raise RefocusError(None, f"axes {axes!r} do not fit a {array.ndim}-D array "
-                                     f"{array.shape} (one distinct letter per dimension)")
-        check_pixels(None, array.shape, array.dtype, axes)
+        axes = _checked_axes(array, axes)
         order = [i for i, a in enumerate(axes) if a not in "YX"]
         order += [axes.index("Y"), axes.index("X")]
         planes = np.transpose(array, order)
         lead = "".join(axes[i] for i in order[:-2])
-        chosen = None
-        if "C" in lead:
-            chosen = self.select_channel(planes.shape[lead.index("C")], channel, channel_names)
+        c = lead.find("C")
+        chosen = None if c < 0 else self.select_channel(planes.shape[c], channel, channel_names)
         out = planes.copy()
         for index in np.ndindex(planes.shape[:-2]):
-            if chosen is not None and index[lead.index("C")] != chosen:
-                continue
-            out[index] = self.predict_plane(planes[index], tile, overlap)
+            if chosen is None or index[c] == chosen:
+                out[index] = self.predict_plane(planes[index], tile, overlap)
         return np.transpose(out, np.argsort(order))
+
+
+def _checked_axes(array: np.ndarray, axes: str | None) -> str:
+    """``axes`` in upper case, refused unless it names each dimension of ``array`` once
+    and the pixels can be refocused; a 2-D array may leave it out (``"YX"``)."""
+    if axes is None:
+        if array.ndim != 2:
+            raise RefocusError(None, f"{array.ndim}-D array {array.shape}: say what its axes "
+                                     "are, e.g. axes='ZYX' or 'TCYX'")
+        axes = "YX"
+    axes = axes.upper()
+    if len(axes) != array.ndim or len(set(axes)) != len(axes):
+        raise RefocusError(None, f"axes {axes!r} do not fit a {array.ndim}-D array "
+                                 f"{array.shape} (one distinct letter per dimension)")
+    check_pixels(None, array.shape, array.dtype, axes)
+    return axes
+
+
+def _listed(names: Sequence[str]) -> str:
+    return f" ({', '.join(names)})" if names else ""
+
+
+def _explicit_channel(n_channels: int, channel: int | str, names: list[str]) -> int:
+    """The index a ``--channel`` value (index, negative index or name) means."""
+    if isinstance(channel, str) and channel.strip().lstrip("-").isdigit():
+        channel = int(channel)
+    if isinstance(channel, int):
+        if not -n_channels <= channel < n_channels:
+            raise RefocusError(None, f"channel {channel} does not exist: the image has "
+                                     f"{n_channels} channel(s){_listed(names)}, indices 0.."
+                                     f"{n_channels - 1}")
+        return channel % n_channels
+    if channel not in names:
+        raise RefocusError(None, f"channel {channel!r} not found; the image's channels "
+                                 f"are{_listed(names) or ' unnamed'}")
+    return names.index(channel)
 
 
 @functools.lru_cache(maxsize=4)

@@ -173,72 +173,104 @@ def watch(
     out_dir.mkdir(parents=True, exist_ok=True)
     process = _resolve_process(model, tile, overlap, device)
     stop = stop or threading.Event()
-
-    done = read_ledger(out_dir)
-    report = WatchReport()
-    pending: dict[str, _Pending] = {}
-    settled: set[str] = set()  # done, skipped or failed in this session
-    last_activity = time.monotonic()
+    session = _Session(in_dir, out_dir, process, settle=settle, give_up=give_up,
+                       overwrite=overwrite, stop=stop, max_frames=max_frames,
+                       on_frame=on_frame)
     try:
         while not stop.is_set():
-            now = time.monotonic()
-            entries = _scan(in_dir)
-            for gone in pending.keys() - {e.name for e in entries}:
-                del pending[gone]  # deleted or renamed by the writer before it settled
-            for entry in entries:
-                name = entry.name
-                if name in settled:
-                    continue
-                if name in done or (not overwrite and output_path(out_dir, name).exists()):
-                    report.skipped.append(name)
-                    settled.add(name)
-                    continue
-                try:
-                    st = entry.stat()
-                except FileNotFoundError:  # removed since the folder was listed
-                    continue
-                seen = pending.get(name)
-                if seen is None or (seen.size, seen.mtime_ns) != (st.st_size, st.st_mtime_ns):
-                    first = now if seen is None else seen.first_seen
-                    pending[name] = _Pending(st.st_size, st.st_mtime_ns, first, now)
-                    last_activity = now
-            for name, seen in sorted(pending.items(), key=lambda kv: (kv[1].mtime_ns, kv[0])):
-                if stop.is_set() or (max_frames is not None and len(report.frames) >= max_frames):
-                    break
-                if seen.size == 0 or time.monotonic() - seen.changed_at < settle:
-                    continue
-                result = _try_frame(in_dir / name, seen, out_dir, process, overwrite, give_up)
-                if result is None:  # not complete yet after all
-                    continue
-                del pending[name]
-                settled.add(name)
-                last_activity = time.monotonic()
-                if isinstance(result, str):
-                    report.failed[name] = result
-                    continue
-                done[name] = {
-                    "output": result.output.name,
-                    "size": seen.size,
-                    "mtime_ns": seen.mtime_ns,
-                    "latency_s": round(result.latency_s, 4),
-                    "process_s": round(result.process_s, 4),
-                }
-                _write_ledger(out_dir, done)
-                report.frames.append(result)
-                if on_frame is not None:
-                    on_frame(result)
-            if max_frames is not None and len(report.frames) >= max_frames:
-                break
-            if (
-                idle_timeout is not None
-                and not pending
-                and time.monotonic() - last_activity >= idle_timeout
-            ):
+            session.look()
+            session.refocus_settled()
+            if session.full() or session.idle_for(idle_timeout):
                 break
             stop.wait(poll)
     except KeyboardInterrupt:
-        report.interrupted = True
-    return report
+        session.report.interrupted = True
+    return session.report
+
+
+class _Session:
+    """The state of one :func:`watch` loop: the ledger, files still being written, and
+    the names settled (done, skipped or failed) in this session."""
+
+    def __init__(self, in_dir: Path, out_dir: Path, process: Process, *, settle: float,
+                 give_up: float, overwrite: bool, stop: threading.Event,
+                 max_frames: int | None,
+                 on_frame: Callable[[FrameResult], None] | None) -> None:
+        self.in_dir, self.out_dir, self.process = in_dir, out_dir, process
+        self.settle, self.give_up, self.overwrite = settle, give_up, overwrite
+        self.stop, self.max_frames, self.on_frame = stop, max_frames, on_frame
+        self.done = read_ledger(out_dir)
+        self.report = WatchReport()
+        self.pending: dict[str, _Pending] = {}
+        self.settled: set[str] = set()
+        self.last_activity = time.monotonic()
+
+    def full(self) -> bool:
+        """Whether ``max_frames`` new frames have been refocused."""
+        return self.max_frames is not None and len(self.report.frames) >= self.max_frames
+
+    def idle_for(self, timeout: float | None) -> bool:
+        """Whether nothing is pending and nothing happened for ``timeout`` seconds."""
+        return (timeout is not None and not self.pending
+                and time.monotonic() - self.last_activity >= timeout)
+
+    def look(self) -> None:
+        """One look at the folder: skip what is done, note new and changed files."""
+        now = time.monotonic()
+        entries = _scan(self.in_dir)
+        for gone in self.pending.keys() - {e.name for e in entries}:
+            del self.pending[gone]  # deleted or renamed by the writer before it settled
+        for entry in entries:
+            name = entry.name
+            if name in self.settled:
+                continue
+            if name in self.done or (not self.overwrite
+                                     and output_path(self.out_dir, name).exists()):
+                self.report.skipped.append(name)
+                self.settled.add(name)
+                continue
+            try:
+                st = entry.stat()
+            except FileNotFoundError:  # removed since the folder was listed
+                continue
+            seen = self.pending.get(name)
+            if seen is None or (seen.size, seen.mtime_ns) != (st.st_size, st.st_mtime_ns):
+                first = now if seen is None else seen.first_seen
+                self.pending[name] = _Pending(st.st_size, st.st_mtime_ns, first, now)
+                self.last_activity = now
+
+    def refocus_settled(self) -> None:
+        """Refocus the files unchanged for ``settle`` seconds, oldest first."""
+        for name, seen in sorted(self.pending.items(), key=lambda kv: (kv[1].mtime_ns, kv[0])):
+            if self.stop.is_set() or self.full():
+                break
+            if seen.size == 0 or time.monotonic() - seen.changed_at < self.settle:
+                continue
+            result = _try_frame(self.in_dir / name, seen, self.out_dir, self.process,
+                                self.overwrite, self.give_up)
+            if result is None:  # not complete yet after all
+                continue
+            del self.pending[name]
+            self.settled.add(name)
+            self.last_activity = time.monotonic()
+            if isinstance(result, str):
+                self.report.failed[name] = result
+            else:
+                self._record(seen, result)
+
+    def _record(self, seen: _Pending, result: FrameResult) -> None:
+        """Ledger first (rewritten atomically), then the report and the caller."""
+        self.done[result.name] = {
+            "output": result.output.name,
+            "size": seen.size,
+            "mtime_ns": seen.mtime_ns,
+            "latency_s": round(result.latency_s, 4),
+            "process_s": round(result.process_s, 4),
+        }
+        _write_ledger(self.out_dir, self.done)
+        self.report.frames.append(result)
+        if self.on_frame is not None:
+            self.on_frame(result)
 
 
 def _try_frame(

@@ -1,9 +1,8 @@
-"""The evaluation report: PNG figures (matplotlib, Agg) and one self-contained HTML page.
+"""The evaluation report as one self-contained HTML page: run details, tables, figures.
 
-Figures are written to ``figures/`` and also embedded in ``report.html`` as base64, so the
-page can be mailed or moved on its own while the PNGs stay usable in slides and papers.
-Restored images are shown as the metrics see them: fitted to the normalised target on one
-grey scale, so a brighter or darker method does not look better or worse than it scores.
+Figures are written to ``figures/`` (:mod:`refocus.report.figures`) and also embedded in
+``report.html`` as base64, so the page can be mailed or moved on its own while the PNGs
+stay usable in slides and papers.
 """
 
 from __future__ import annotations
@@ -11,213 +10,18 @@ from __future__ import annotations
 import base64
 import html
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from refocus.data.bbbc006 import BEST_FOCUS_Z
 from refocus.images import atomic_output
-from refocus.metrics import affine_fit, normalize_target
-
-METRIC_LABELS = {
-    "psnr": "PSNR (dB)",
-    "ssim": "SSIM",
-    "fg_ssim": "SSIM on nuclei",
-    "nuclei_f1": "nuclei F1 (IoU≥0.5)",
-    "count_error": "nuclei count error",
-}
-PLOTTED_METRICS = ("psnr", "ssim", "fg_ssim", "nuclei_f1")
-METHOD_COLORS = {
-    "identity": "#7f7f7f",
-    "richardson_lucy": "#1f77b4",
-    "wiener": "#2ca02c",
-    "model": "#d62728",
-}
-EXTRA_COLORS = ("#9467bd", "#ff7f0e", "#8c564b", "#e377c2")
-CROP = 192
-
-
-@dataclass
-class Panel:
-    """One field's images for the side-by-side figure: its input, target and each method's
-    output (``target`` is ``None`` for an unpaired image)."""
-
-    name: str
-    z: int | None
-    input: np.ndarray
-    outputs: dict[str, np.ndarray] = field(default_factory=dict)
-    target: np.ndarray | None = None
-
-
-def method_color(method: str, methods: Sequence[str]) -> str:
-    """A stable colour per method; extra models take the spare colours in order."""
-    if method in METHOD_COLORS:
-        return METHOD_COLORS[method]
-    extras = [m for m in methods if m not in METHOD_COLORS]
-    return EXTRA_COLORS[extras.index(method) % len(EXTRA_COLORS)] if method in extras else "k"
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path, overwrite: bool) -> Path:
-    plt = _pyplot()
-    with atomic_output(path, overwrite=overwrite) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
-def _side(z: int, target_z: int) -> str:
-    return "below" if z < target_z else "above"
-
-
-def plot_metrics_vs_z(records: Sequence[Mapping[str, Any]], path: Path, target_z: int,
-                      overwrite: bool = False) -> Path:
-    """Mean and 95% interval of each metric against input z, one line per method.
-
-    Points on the two sides of focus are not joined: the far side (z > target) is a separate
-    test of generalisation, shaded, not a continuation of the near side's curve.
-    """
-    plt = _pyplot()
-    methods = list(dict.fromkeys(r["method"] for r in records))
-    zs = sorted({r["z"] for r in records})
-    fig, grid = plt.subplots(2, 2, figsize=(10, 7.2))
-    axes = grid.ravel()
-    offsets = np.linspace(-0.3, 0.3, len(methods)) if len(methods) > 1 else [0.0]
-    for ax, metric in zip(axes, PLOTTED_METRICS, strict=True):
-        if any(z > target_z for z in zs):
-            ax.axvspan(target_z, max(zs) + 1.5, color="0.93", zorder=0)
-        ax.axvline(target_z, color="0.5", ls=":", lw=1)
-        for method, dx in zip(methods, offsets, strict=True):
-            rows = sorted((r for r in records if r["method"] == method), key=lambda r: r["z"])
-            color = method_color(method, methods)
-            label: str | None = method
-            for side in ("below", "above"):
-                pts = [r for r in rows if _side(r["z"], target_z) == side]
-                if not pts:
-                    continue
-                x = np.array([r["z"] for r in pts]) + dx
-                mean = np.array([r[metric]["mean"] for r in pts])
-                err = np.array([[r[metric]["mean"] - r[metric]["low"] for r in pts],
-                                [r[metric]["high"] - r[metric]["mean"] for r in pts]])
-                ax.errorbar(x, mean, yerr=err, color=color, marker="o", ms=4, capsize=2,
-                            lw=1.5, label=label)
-                label = None
-        ax.set_xlabel(f"input plane z (focus at z={target_z})")
-        ax.set_title(METRIC_LABELS[metric])
-        ax.set_xlim(min(zs) - 1.5, max(max(zs), target_z) + 1.5)
-        ax.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(methods), fontsize=9,
-               frameon=False)
-    if any(z > target_z for z in zs):
-        for ax in axes:  # at the shaded band's left edge, clear of the far-side points
-            ax.text(target_z + 0.7, 0.97, "other side\nof focus", ha="left", va="top",
-                    transform=ax.get_xaxis_transform(), fontsize=8, color="0.35")
-    fig.suptitle("Restoration quality vs defocus (mean and 95% bootstrap interval over fields)",
-                 fontsize=11)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    return _save(fig, path, overwrite)
-
-
-def _crop_window(reference: np.ndarray, size: int = CROP) -> tuple[slice, slice]:
-    """The size x size window holding the most foreground, so panels show nuclei, not void."""
-    h, w = reference.shape
-    ch, cw = min(size, h), min(size, w)
-    norm = normalize_target(reference)
-    fg = (norm > 0.3).astype(np.float64)
-    integral = np.pad(fg.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    sums = (integral[ch:, cw:] - integral[:-ch, cw:] - integral[ch:, :-cw]
-            + integral[:-ch, :-cw])
-    y, x = np.unravel_index(int(np.argmax(sums)), sums.shape)
-    return slice(y, y + ch), slice(x, x + cw)
-
-
-def _short(name: str, limit: int = 22) -> str:
-    return name if len(name) <= limit else f"{name[:limit - 9]}…{name[-8:]}"
-
-
-def plot_panels(panels: Sequence[Panel], path: Path, overwrite: bool = False,
-                crop: int = CROP) -> Path:
-    """Per field: input | each method | target on one grey scale, and each one's |error|.
-
-    Every image is fitted to the normalised target exactly as the metrics fit it; errors share
-    one colour scale so columns can be compared at a glance.
-    """
-    plt = _pyplot()
-    paired = all(p.target is not None for p in panels)
-    methods = [m for m in panels[0].outputs if m != "identity"]
-    cols = ["input", *methods] + (["target"] if paired else [])
-    rows_per = 2 if paired else 1
-    fig, axes = plt.subplots(rows_per * len(panels), len(cols),
-                             figsize=(2.3 * len(cols), 2.45 * rows_per * len(panels)),
-                             squeeze=False)
-    for i, panel in enumerate(panels):
-        window = _crop_window(panel.target if paired else panel.input, crop)
-        images = {"input": panel.input, **{m: panel.outputs[m] for m in methods}}
-        ref = normalize_target(panel.target) if paired else None  # once per panel
-        for j, col in enumerate(cols):
-            ax = axes[rows_per * i, j]
-            if paired:
-                shown = ref if col == "target" else affine_fit(images[col], ref)
-            else:
-                shown = normalize_target(images[col], 1.0, 99.8)
-            ax.imshow(shown[window], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            title = col if i == 0 else ""
-            ax.set_title(title, fontsize=9)
-            if j == 0:
-                z = "" if panel.z is None else f"\nz={panel.z}"
-                ax.set_ylabel(f"{_short(panel.name)}{z}", fontsize=8)
-            if paired:
-                eax = axes[rows_per * i + 1, j]
-                if col == "target":
-                    eax.axis("off")
-                    cax = eax.inset_axes((0.05, 0.05, 0.1, 0.9))
-                else:
-                    err_im = eax.imshow(np.abs(shown - ref)[window], cmap="magma", vmin=0,
-                                        vmax=0.5, interpolation="nearest")
-                    if j == 0:
-                        eax.set_ylabel("|error|", fontsize=8)
-        if paired:  # the empty slot under the target holds the error scale
-            fig.colorbar(err_im, cax=cax).set_label("|error|", fontsize=8)
-            cax.tick_params(labelsize=7)
-    for ax in axes.ravel():
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
-    return _save(fig, path, overwrite)
-
-
-def plot_focus(records: Sequence[Mapping[str, Any]], path: Path,
-               reference: Mapping[str, Any] | None = None, overwrite: bool = False) -> Path:
-    """Bar chart of the no-reference focus score per method for unpaired images."""
-    plt = _pyplot()
-    methods = [r["method"] for r in records]
-    fig, ax = plt.subplots(figsize=(1.3 * len(methods) + 2.5, 3.4))
-    means = [r["focus"]["mean"] for r in records]
-    err = [[r["focus"]["mean"] - r["focus"]["low"] for r in records],
-           [r["focus"]["high"] - r["focus"]["mean"] for r in records]]
-    ax.bar(methods, means, yerr=err, capsize=3,
-           color=[method_color(m, methods) for m in methods])
-    if reference is not None:
-        ax.axhline(reference["mean"], color="k", ls="--", lw=1,
-                   label=f"in-focus targets ({reference['n']} fields)")
-        ax.legend(fontsize=8)
-    ax.set_ylabel("focus score (var. of Laplacian / var.)")
-    n = records[0]["focus"]["n"] if records else 0
-    ax.set_title(f"Unpaired images: sharpness before and after ({n} images)", fontsize=10)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    return _save(fig, path, overwrite)
+from refocus.report.figures import (
+    METRIC_LABELS,
+    Panel,
+    plot_focus,
+    plot_metrics_vs_z,
+    plot_panels,
+)
 
 
 def _fmt(stat: Mapping[str, Any] | None, digits: int = 3) -> str:
@@ -302,71 +106,94 @@ def render_report(out: str | Path, summary: Mapping[str, Any],
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     meta = summary.get("meta", {})
-    target_z = int(meta.get("target_z", BEST_FOCUS_Z))
-    records = summary.get("paired", [])
     parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8>"
              f"<title>refocus evaluation</title><style>{CSS}</style></head><body>",
              "<h1>refocus evaluation</h1>", _meta_list(meta)]
-    if records:
-        near = [r for r in records if r["z"] is None or r["z"] < target_z]
-        far = [r for r in records if r["z"] is not None and r["z"] > target_z]
-        parts.append(
-            "<p class=note>PSNR and SSIM follow the CARE convention: the target is "
-            "percentile-normalised (0.1–99.9%) and every output is affinely fitted to it by "
-            "least squares first. SSIM on nuclei averages the SSIM map over the target's "
-            "nuclei mask. Nuclei: Otsu + watershed on output and target; F1 counts one-to-one "
-            "matches with IoU ≥ 0.5; count error is output minus target. Brackets: 95% "
-            "bootstrap interval over fields. Bold: best of its row group.</p>")
-        if "richardson_lucy" in summary.get("methods", []):
-            parts.append(
-                "<p class=note>Richardson–Lucy and Wiener deconvolve with the simulator's PSF "
-                "for each plane (optics: "
-                f"{html.escape(str(meta.get('psf_optics', 'refocus.simulate defaults')))}; "
-                "RL iterations per z, chosen on validation fields: "
-                f"{html.escape(str(meta.get('rl_iterations', '?')))}). On data simulated "
-                "with those optics the PSF is exactly the blur applied, an advantage real "
-                "data never gives them.</p>")
-        if any(r["z"] is not None for r in records):
-            plot = plot_metrics_vs_z([r for r in records if r["z"] is not None],
-                                     figures / "metrics_vs_z.png", target_z, overwrite)
-            parts.append(_img(plot, "Metrics vs input plane"))
-        if near:
-            parts += [f"<h2>Defocused inputs (z &lt; {target_z})</h2>", _table(near)]
-        if far:
-            trained = meta.get("model_trained_on_z")
-            seen = f" (this model was trained on z = {trained})" if trained else ""
-            parts += [f"<h2>The other side of focus (z &gt; {target_z})</h2>",
-                      "<p class=note>Planes beyond the focus blur differently (the defocus "
-                      "sign flips and the aberrations differ); kept apart because a model "
-                      f"trained on one side has not seen them{html.escape(seen)}.</p>",
-                      _table(far)]
-        parts.append("<h2>Example fields</h2>")
-        for z, group in panels.items():
-            if not group:
-                continue
-            tag = "pairs" if z is None else f"z{z:02d}"
-            fig = plot_panels(group, figures / f"panels_{tag}.png", overwrite)
-            parts.append(_img(fig, "Fields" + ("" if z is None else f" at z={z}")
-                              + ": outputs fitted to the target; |error| below each"))
-    focus = summary.get("unpaired", [])
-    if focus:
-        reference = summary.get("target_focus")
-        parts += ["<h2>Unpaired images: no-reference focus score</h2>",
-                  "<p class=note>Variance of the Laplacian over the image variance (after a "
-                  "1-pixel Gaussian); higher is sharper. No target exists, so this says "
-                  "whether an output is sharp, not whether it is right.</p>",
-                  _focus_table(focus, reference)]
-        parts.append(_img(plot_focus(focus, figures / "focus_unpaired.png", reference,
-                                     overwrite), "Focus score before and after"))
-        if unpaired_panels:
-            parts.append(_img(plot_panels(unpaired_panels, figures / "panels_unpaired.png",
-                                          overwrite), "Unpaired images (each percentile-"
-                                                      "normalised on its own)"))
+    if summary.get("paired"):
+        parts += _paired_section(summary, panels, figures, overwrite)
+    if summary.get("unpaired"):
+        parts += _unpaired_section(summary, unpaired_panels, figures, overwrite)
     parts.append("</body></html>")
     path = out / "report.html"
     with atomic_output(path, overwrite=overwrite) as tmp:
         tmp.write_text("\n".join(parts), encoding="utf-8")
     return path
+
+
+METRICS_NOTE = (
+    "<p class=note>PSNR and SSIM follow the CARE convention: the target is "
+    "percentile-normalised (0.1–99.9%) and every output is affinely fitted to it by "
+    "least squares first. SSIM on nuclei averages the SSIM map over the target's "
+    "nuclei mask. Nuclei: Otsu + watershed on output and target; F1 counts one-to-one "
+    "matches with IoU ≥ 0.5; count error is output minus target. Brackets: 95% "
+    "bootstrap interval over fields. Bold: best of its row group.</p>")
+
+
+def _deconvolution_note(meta: Mapping[str, Any]) -> str:
+    """Which PSF the baselines got: on simulated data it is the exact blur (an upper bound)."""
+    return ("<p class=note>Richardson–Lucy and Wiener deconvolve with the simulator's PSF "
+            "for each plane (optics: "
+            f"{html.escape(str(meta.get('psf_optics', 'refocus.simulate defaults')))}; "
+            "RL iterations per z, chosen on validation fields: "
+            f"{html.escape(str(meta.get('rl_iterations', '?')))}). On data simulated "
+            "with those optics the PSF is exactly the blur applied, an advantage real "
+            "data never gives them.</p>")
+
+
+def _paired_section(summary: Mapping[str, Any], panels: Mapping[int | None, Sequence[Panel]],
+                    figures: Path, overwrite: bool) -> list[str]:
+    """Scores with a target: the notes, metrics vs z, the tables (each side of focus apart)
+    and the example panels."""
+    meta = summary.get("meta", {})
+    target_z = int(meta.get("target_z", BEST_FOCUS_Z))
+    records = summary["paired"]
+    near = [r for r in records if r["z"] is None or r["z"] < target_z]
+    far = [r for r in records if r["z"] is not None and r["z"] > target_z]
+    parts = [METRICS_NOTE]
+    if "richardson_lucy" in summary.get("methods", []):
+        parts.append(_deconvolution_note(meta))
+    if any(r["z"] is not None for r in records):
+        plot = plot_metrics_vs_z([r for r in records if r["z"] is not None],
+                                 figures / "metrics_vs_z.png", target_z, overwrite)
+        parts.append(_img(plot, "Metrics vs input plane"))
+    if near:
+        parts += [f"<h2>Defocused inputs (z &lt; {target_z})</h2>", _table(near)]
+    if far:
+        trained = meta.get("model_trained_on_z")
+        seen = f" (this model was trained on z = {trained})" if trained else ""
+        parts += [f"<h2>The other side of focus (z &gt; {target_z})</h2>",
+                  "<p class=note>Planes beyond the focus blur differently (the defocus "
+                  "sign flips and the aberrations differ); kept apart because a model "
+                  f"trained on one side has not seen them{html.escape(seen)}.</p>",
+                  _table(far)]
+    parts.append("<h2>Example fields</h2>")
+    for z, group in panels.items():
+        if not group:
+            continue
+        tag = "pairs" if z is None else f"z{z:02d}"
+        fig = plot_panels(group, figures / f"panels_{tag}.png", overwrite)
+        parts.append(_img(fig, "Fields" + ("" if z is None else f" at z={z}")
+                          + ": outputs fitted to the target; |error| below each"))
+    return parts
+
+
+def _unpaired_section(summary: Mapping[str, Any], unpaired_panels: Sequence[Panel],
+                      figures: Path, overwrite: bool) -> list[str]:
+    """Images without a target: only whether outputs got sharper, never whether right."""
+    focus = summary["unpaired"]
+    reference = summary.get("target_focus")
+    parts = ["<h2>Unpaired images: no-reference focus score</h2>",
+             "<p class=note>Variance of the Laplacian over the image variance (after a "
+             "1-pixel Gaussian); higher is sharper. No target exists, so this says "
+             "whether an output is sharp, not whether it is right.</p>",
+             _focus_table(focus, reference),
+             _img(plot_focus(focus, figures / "focus_unpaired.png", reference, overwrite),
+                  "Focus score before and after")]
+    if unpaired_panels:
+        parts.append(_img(plot_panels(unpaired_panels, figures / "panels_unpaired.png",
+                                      overwrite),
+                          "Unpaired images (each percentile-normalised on its own)"))
+    return parts
 
 
 def _meta_list(meta: Mapping[str, Any]) -> str:

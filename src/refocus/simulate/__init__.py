@@ -1,8 +1,8 @@
 """Physically-based defocus simulator: real in-focus fields -> BBBC006-like z-planes.
 
 optics (microscope numbers), psf (Gibson-Lanni widefield PSF, FFT blur), camera (noise and
-one simulated plane), layout (the Broad's folder layout on disk). Calibrated against the
-real z=00 fields: docs/simulator.md.
+one simulated plane), layout (the Broad's folder layout on disk), stacks (one OME-TIFF
+z-stack per field). Calibrated against the real z=00 fields: docs/simulator.md.
 """
 
 from refocus.simulate.camera import BBBC006_CAMERA, Camera, simulate_plane
@@ -14,6 +14,7 @@ from refocus.simulate.layout import (
 )
 from refocus.simulate.optics import BBBC006_OPTICS, Optics, plane_defocus_um
 from refocus.simulate.psf import blur, defocus_psf
+from refocus.simulate.stacks import simulate_stacks
 
 __all__ = [
     "BBBC006_CAMERA",
@@ -28,4 +29,5 @@ __all__ = [
     "plane_defocus_um",
     "simulate_bbbc006",
     "simulate_plane",
+    "simulate_stacks",
 ]

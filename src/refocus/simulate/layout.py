@@ -3,15 +3,18 @@
 Training on simulated planes then runs the same code as training on the real z-stacks:
 ``BBBC006_v1_images_z_XX/mcf-z-stacks-03212011_<well>_s<site>_w1<uuid>.tif``. The uuids
 and the noise are drawn from (seed, field, channel, z), so a rerun gives identical files
-whatever the order or the set of planes asked for.
+whatever the order or the set of planes asked for, and a field's plane is the same pixels
+in this layout and in its z-stack (:mod:`refocus.simulate.stacks`, which shares the plan,
+the per-plane generators and the manifest defined here).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,6 +36,8 @@ from refocus.simulate.camera import BBBC006_CAMERA, Camera, simulate_plane
 from refocus.simulate.optics import BBBC006_OPTICS, Optics
 
 MANIFEST = "simulation.json"
+#: The z-stack of one field (``simulate --stack``): ``<well>_s<site>_<channel>.ome.tif``.
+STACK_RE = re.compile(r"^[a-p]\d{2}_s\d+_w\d\.ome\.tif$")
 
 
 def in_focus_planes(
@@ -54,6 +59,11 @@ def plane_path(root: Path, fld: Field, channel: str, z: int, file_uuid: uuid.UUI
     """Where the Broad would store this plane."""
     name = f"{PLATE_PREFIX}_{fld.well}_s{fld.site}_{channel}{file_uuid}.tif"
     return root / plane_folder_name(z) / name
+
+
+def stack_path(root: Path, fld: Field, channel: str) -> Path:
+    """Where ``simulate --stack`` stores the field's z-stack."""
+    return root / f"{fld}_{channel}.ome.tif"
 
 
 def plane_rngs(
@@ -102,11 +112,46 @@ def plan_simulation(
     return SimulationPlan(in_focus_planes(source, channel, focus_z), planes)
 
 
-def _remove_stale(out: Path, keep: set[Path]) -> None:
-    """Drop planes an earlier run left (other uuids, fields or z): they would be duplicates."""
-    for path in out.glob("BBBC006_v1_images_z_*/*.tif"):
-        if path not in keep and plane_from_path(path) is not None:
+def remove_stale(out: Path, keep: set[Path]) -> None:
+    """Drop planes and stacks an earlier run left (other uuids, fields or z): they would be
+    duplicates."""
+    for path in [*out.glob("BBBC006_v1_images_z_*/*.tif"), *out.glob("*.ome.tif")]:
+        if path in keep:
+            continue
+        if plane_from_path(path) is not None or STACK_RE.match(path.name):
             path.unlink()
+
+
+def simulated_planes(
+    plane: Plane, z_values: Sequence[int], channel: str, seed: int, optics: Optics,
+    camera: Camera,
+) -> Iterator[tuple[int, uuid.UUID, np.ndarray]]:
+    """(z, file uuid, uint16 plane) for each of ``z_values`` of one in-focus field, each
+    drawn from its own generator (:func:`plane_rngs`)."""
+    image = read_plane(plane.path)
+    for z in z_values:
+        file_uuid, rng = plane_rngs(seed, plane.field, channel, z)
+        try:
+            simulated = simulate_plane(image, z, optics, camera, rng)
+        except RefocusError as exc:
+            raise RefocusError(plane.path, exc.problem) from exc
+        yield z, file_uuid, simulated
+
+
+def write_manifest(
+    out: Path, in_focus: str | Path, plan: SimulationPlan, settings: dict[str, object],
+    overwrite: bool,
+) -> None:
+    """``out/simulation.json``: the source, fields, planes and ``settings`` (channel, seed,
+    optics, camera...), so the data set can be regenerated and evaluated."""
+    manifest = {
+        "source": str(Path(in_focus).resolve()),
+        "fields": [str(p.field) for p in plan.fields],
+        "z": plan.z_values,
+        **settings,
+    }
+    with atomic_output(out / MANIFEST, overwrite=overwrite) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def simulate_bbbc006(
@@ -127,40 +172,20 @@ def simulate_bbbc006(
     the settings so the data set can be regenerated. Returns the written plane files.
     """
     out = Path(out)
-    plan = plan_simulation(
-        in_focus,
-        out,
-        z_values,
-        channel=channel,
-        seed=seed,
-        focus_z=optics.focus_z,
-        overwrite=overwrite,
-    )
+    plan = plan_simulation(in_focus, out, z_values, channel=channel, seed=seed,
+                           focus_z=optics.focus_z, overwrite=overwrite)
     written: list[Path] = []
     for plane in plan.fields:
-        image = read_plane(plane.path)
-        for z in plan.z_values:
-            file_uuid, rng = plane_rngs(seed, plane.field, channel, z)
+        for z, file_uuid, simulated in simulated_planes(plane, plan.z_values, channel, seed,
+                                                        optics, camera):
             path = plane_path(out, plane.field, channel, z, file_uuid)
-            try:
-                simulated = simulate_plane(image, z, optics, camera, rng)
-            except RefocusError as exc:
-                raise RefocusError(plane.path, exc.problem) from exc
             write_tiff(path, simulated, overwrite=overwrite)
             written.append(path)
             if on_plane is not None:
                 on_plane(path)
     if overwrite:
-        _remove_stale(out, set(written))
-    manifest = {
-        "source": str(Path(in_focus).resolve()),
-        "fields": [str(p.field) for p in plan.fields],
-        "channel": channel,
-        "z": plan.z_values,
-        "seed": seed,
-        "optics": asdict(optics),
-        "camera": asdict(camera),
-    }
-    with atomic_output(out / MANIFEST, overwrite=overwrite) as tmp:
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+        remove_stale(out, set(written))
+    settings = {"channel": channel, "seed": seed, "optics": asdict(optics),
+                "camera": asdict(camera)}
+    write_manifest(out, in_focus, plan, settings, overwrite)
     return written

@@ -1,0 +1,190 @@
+"""What defines a training run, refused when it is built if it cannot run.
+
+Every check that needs no data happens in :meth:`TrainConfig.__post_init__` (as CAREamics
+validates its configurations), so a bad value costs no image reads, no download and no
+file, and its one-line error names the command-line option to change.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from refocus.archs import ARCHITECTURES, Architecture
+from refocus.archs.padding import MULTIPLE
+from refocus.data.bbbc006 import BEST_FOCUS_Z, TRAIN_Z, check_z
+from refocus.data.pairs import LAYOUTS
+from refocus.errors import RefocusError
+from refocus.loss import LOSSES
+
+#: Fields that only say how to run (a resumed run may change them).
+RUNTIME_FIELDS = ("device", "workers", "overwrite", "resume")
+#: The default ``weights``: the architecture's own pretrained part, where it has one.
+PRETRAINED = "imagenet"
+
+
+def _option(name: str) -> str:
+    """The command-line option of a field, as errors name it."""
+    return "--" + name.replace("_", "-")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (``RUNTIME_FIELDS`` only say how to run it).
+
+    ``arch`` is any name in :data:`refocus.archs.ARCHITECTURES` and ``arch_args`` its
+    builder's keyword arguments (``{"self_attention": True}`` for the ResNet U-Nets).
+    """
+
+    data: str
+    out: str
+    layout: str = "bbbc006"
+    input_z: list[int] = field(default_factory=lambda: list(TRAIN_Z))
+    target_z: int = BEST_FOCUS_Z
+    channel: str = "w1"
+    arch: str = "resnet34"
+    arch_args: dict[str, Any] = field(default_factory=dict)
+    weights: str | None = PRETRAINED
+    loss: str = "feature"
+    vgg_weights: str | None = "imagenet"
+    size: int = 128
+    batch: int = 8
+    epochs: int = 10
+    frozen_epochs: int | None = None
+    lr: float = 1e-3
+    weight_decay: float = 1e-3
+    crops_per_pair: int = 8
+    val_crops: int = 4
+    fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    seed: int = 0
+    device: str | None = None
+    workers: int | None = None
+    overwrite: bool = False
+    resume: bool = False
+
+    @classmethod
+    def from_mapping(cls, settings: Mapping[str, Any]) -> TrainConfig:
+        """A config from plain data (a command's options, a saved file), refusing keys that
+        are no setting, since a misspelt key would otherwise be silently ignored."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise RefocusError(
+                None,
+                f"unknown training setting(s) {', '.join(unknown)} "
+                f"(known: {', '.join(f.name for f in fields(cls))})",
+            )
+        missing = [name for name in ("data", "out") if name not in settings]
+        if missing:
+            raise RefocusError(None, f"training needs {' and '.join(map(_option, missing))}")
+        return cls(**settings)
+
+    def __post_init__(self) -> None:
+        self._check_network()
+        self._check_counts()
+        self._check_rates()
+        self._check_data()
+        LOSSES.get(self.loss, "--loss")
+
+    def _check_counts(self) -> None:
+        for name in ("batch", "epochs", "crops_per_pair", "val_crops"):
+            if getattr(self, name) < 1:
+                raise RefocusError(
+                    None, f"{_option(name)} must be at least 1, got {getattr(self, name)}"
+                )
+        if not 0 <= self.n_frozen <= self.epochs:
+            raise RefocusError(None, f"--frozen-epochs must be within 0..{self.epochs}")
+        if self.size < MULTIPLE:
+            raise RefocusError(None, f"--size must be at least {MULTIPLE}, got {self.size}")
+        if self.batch * (self.size // MULTIPLE) ** 2 < 2:
+            raise RefocusError(
+                None, "--batch 1 needs --size 64 or more (BatchNorm needs two values per channel)"
+            )
+        if self.workers is not None and self.workers < 0:
+            raise RefocusError(None, f"--workers must be 0 or more, got {self.workers}")
+        if not 0 <= self.seed < 2**32:  # numpy's seed range
+            raise RefocusError(None, f"--seed must be within 0..2**32-1, got {self.seed}")
+
+    def _check_rates(self) -> None:
+        if not self.lr > 0:
+            raise RefocusError(None, f"--lr must be positive, got {self.lr}")
+        if not self.weight_decay >= 0:
+            raise RefocusError(None, f"--weight-decay must be 0 or more, got {self.weight_decay}")
+        f = list(self.fractions)
+        if len(f) != 3 or min(f) < 0 or abs(sum(f) - 1.0) > 1e-6:
+            raise RefocusError(
+                None, f"fractions must be three numbers >= 0 summing to 1 (train, val, test): {f}"
+            )
+
+    def _check_data(self) -> None:
+        LAYOUTS.get(self.layout, "--layout")
+        if self.layout == "bbbc006":
+            if not self.input_z:
+                raise RefocusError(None, "--input-z needs at least one plane")
+            for z in self.input_z:
+                check_z("--input-z", z)
+            check_z("--target-z", self.target_z)
+
+    def _check_network(self) -> None:
+        arch = self.architecture
+        self.network_spec()  # refuses arguments the builder does not take
+        if arch.load_pretrained is None and self.weights not in (None, PRETRAINED):
+            raise RefocusError(
+                None,
+                f"--weights: architecture {self.arch!r} has no pretrained part to load "
+                f"{self.weights} into (train it from scratch with --no-pretrained)",
+            )
+
+    @property
+    def architecture(self) -> Architecture:
+        return ARCHITECTURES.get(self.arch, "--arch")
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether the network starts from pretrained weights (an architecture without a
+        pretrained part trains from scratch even with the default ``weights``)."""
+        return self.weights is not None and self.architecture.load_pretrained is not None
+
+    @property
+    def n_frozen(self) -> int:
+        """Frozen-encoder epochs: half the run with a pretrained encoder, none from scratch
+        (a random encoder has nothing worth protecting)."""
+        if self.frozen_epochs is not None:
+            return self.frozen_epochs
+        return self.epochs // 2 if self.pretrained else 0
+
+    def network_spec(self) -> dict[str, Any]:
+        """The model file's ``arch`` entry: the name and *every* builder argument, defaults
+        included, so a later change of a default never changes what a model file rebuilds."""
+        arch = self.architecture
+        args = arch.check_args(self.arch_args)
+        signature = inspect.signature(arch.build)
+        bound = signature.bind(**args)
+        bound.apply_defaults()
+        spec: dict[str, Any] = {"arch": self.arch}
+        for name, value in bound.arguments.items():
+            kind = signature.parameters[name].kind
+            if kind is inspect.Parameter.VAR_KEYWORD:
+                spec.update(value)
+            elif kind is not inspect.Parameter.VAR_POSITIONAL:
+                spec[name] = value
+        # lists, as a model file or JSON gives them back (a resumed run compares them)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in spec.items()}
+
+    def run_settings(self) -> dict[str, Any]:
+        """The settings a resumed run must share with the interrupted one (plain data)."""
+        d = asdict(self)
+        for key in RUNTIME_FIELDS:
+            d.pop(key)
+        d["data"] = str(Path(self.data).resolve())
+        d["out"] = str(Path(self.out).resolve())
+        d["input_z"] = [int(z) for z in self.input_z]
+        d["fractions"] = [float(f) for f in self.fractions]
+        d["arch_args"] = {k: v for k, v in self.network_spec().items() if k != "arch"}
+        d["weights"] = self.weights if self.pretrained else None
+        d["frozen_epochs"] = self.n_frozen
+        d["channels"] = [self.channel]  # what prediction picks from multi-channel input
+        return d
