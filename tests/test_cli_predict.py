@@ -43,8 +43,8 @@ def plate(tmp_path, z00_files) -> Path:
 
 def test_bad_files_are_reported_and_the_batch_goes_on(plate, tiny_model_path, tmp_path, capsys):
     out = tmp_path / "out"
-    code, stdout, stderr = run_cli(capsys, "predict", tiny_model_path, plate, "--out", out,
-                                   "--channel", "GFP", "--tile", 256)
+    code, stdout, stderr = run_cli(capsys, "predict", plate, "--model", tiny_model_path,
+                                   "--out", out, "--channel", "GFP", "--tile", 256)
     assert code == 1
     failed = [line for line in stderr.splitlines() if line.startswith("failed")]
     assert len(failed) == 3, stderr
@@ -79,8 +79,8 @@ def test_nothing_is_overwritten_without_overwrite(plate, tiny_model_path, tmp_pa
 def test_ome_zarr_input_through_the_cli(tiny_model_path, z00_files, tmp_path, capsys):
     src = tmp_path / "slide.zarr"
     write_ome_zarr(src, read_plane(z00_files[4])[:160, :192], "YX", (64, 64), levels=2)
-    code, stdout, _ = run_cli(capsys, "predict", tiny_model_path, src, "--out", tmp_path / "o",
-                              "--tile", 128, "--overlap", 32)
+    code, stdout, _ = run_cli(capsys, "predict", src, "--model", tiny_model_path,
+                              "--out", tmp_path / "o", "--tile", 128, "--overlap", 32)
     assert code == 0 and "1 of 1 refocused" in stdout
     out = open_ome_zarr(tmp_path / "o" / "slide.zarr")
     assert out.level(0).shape == (160, 192) and out.level(0).dtype == np.uint16

@@ -66,11 +66,11 @@ def test_generic_pairs_layout_split_by_file(tmp_path, in_focus_images):
 
 
 def test_unknown_layout_is_one_line_listing_the_choices(tmp_path):
-    assert LAYOUTS.names() == ("bbbc006", "pairs")
+    assert LAYOUTS.names()[:2] == ("bbbc006", "pairs")  # others may register more
     with pytest.raises(RefocusError) as info:
         build_pairs(tmp_path, layout="cellpose")
     assert str(info.value) == (
-        "--layout: unknown data layout 'cellpose' (choose from bbbc006, pairs)"
+        f"--layout: unknown data layout 'cellpose' (choose from {', '.join(LAYOUTS.names())})"
     )
 
 

@@ -11,6 +11,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import test_reliability_inference as reliability  # noqa: E402
 
 from refocus.images import read_plane  # noqa: E402
 
@@ -18,6 +19,7 @@ napari = pytest.importorskip("napari")
 npe2 = pytest.importorskip("npe2")
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+default_tiny_model = reliability.default_tiny_model  # the fixture, shared
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +103,27 @@ def test_widget_refocuses_the_chosen_layer_in_a_worker(
     np.testing.assert_allclose(added.scale, layer.scale)
     assert widget.progress.value == widget.progress.max == 1
     assert widget.status.value == "Done: added 'field refocused'."
+
+
+def test_widget_uses_the_default_model_when_no_file_is_chosen(
+    qtbot, viewer, default_tiny_model, refocuser, z00_files: list[Path]
+) -> None:
+    from refocus.napari_plugin._widget import RefocusWidget
+
+    image = read_plane(z00_files[2])[:64, :96]
+    layer = viewer.add_image(image, name="field")
+    widget = RefocusWidget(viewer)
+    qtbot.addWidget(widget.native)
+    widget.reset_choices()
+    assert default_tiny_model.name in widget.status.value  # says which model it will use
+    widget.image_layer.value = layer
+    widget.tile.value = 128
+    widget.run_button.clicked.emit()
+    assert widget.worker is not None
+    qtbot.waitUntil(lambda: "field refocused" in viewer.layers, timeout=120_000)
+    np.testing.assert_array_equal(viewer.layers["field refocused"].data,
+                                  refocuser.predict(image, tile=128))
+
+    widget.model_file.value = Path(z00_files[0]).parent / "no-such-model.pt"
+    widget.run_button.clicked.emit()  # a named file that is missing: no silent fallback
+    assert "model file" in widget.status.value

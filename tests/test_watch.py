@@ -202,29 +202,159 @@ def test_output_folder_must_differ_and_bad_ledger_is_one_clear_error(tmp_path: P
         watch(tmp_path, invert, out_dir, idle_timeout=0.1)
 
 
-def test_cli_watch_stops_cleanly_on_ctrl_c(
+def test_cli_watch_reports_as_it_goes_and_exits_130_on_ctrl_c(
     tmp_path: Path, frames: list[np.ndarray], tiny_model_path: Path
 ) -> None:
+    """A file that never reads is reported once, while the watcher runs; Ctrl-C prints the
+    summary and exits 130 (interrupted), leaving only whole outputs and the ledger."""
     in_dir, out_dir = tmp_path / "in", tmp_path / "out"
     in_dir.mkdir()
     for i in range(2):
         tifffile.imwrite(in_dir / f"f{i}.tif", frames[i])
+    (in_dir / "broken.tif").write_bytes(tiff_bytes(frames[2])[:300])
     cmd = [sys.executable, "-m", "refocus", "watch", str(in_dir), "--model", str(tiny_model_path),
-           "--out", str(out_dir), "--settle", "0.1", "--device", "cpu"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           "--out", str(out_dir), "--settle", "0.1", "--device", "cpu",
+           "--unreadable-after", "0.5"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    errors: list[str] = []
+    reader = threading.Thread(target=lambda: errors.extend(iter(proc.stderr.readline, "")))
+    reader.start()
     try:
-        deadline = time.monotonic() + 60
-        while len(read_ledger(out_dir) if out_dir.exists() else {}) < 2:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        deadline = time.monotonic() + 240  # a loaded CI machine takes a while to start
+        while (len(read_ledger(out_dir) if out_dir.exists() else {}) < 2
+               or not any("broken.tif" in line for line in errors)):
+            assert proc.poll() is None and time.monotonic() < deadline, errors
             time.sleep(0.1)
+        time.sleep(1.0)  # long enough for a repeated report to show up
         proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        stdout = proc.stdout.read()
     finally:
         proc.kill()
-    assert proc.returncode == 0, stderr
+        reader.join()
+    assert proc.returncode == 130, errors
+    failures = [line for line in errors if "broken.tif" in line]
+    assert len(failures) == 1 and failures[0].startswith("failed broken.tif: cannot read image")
     assert "f0.tif -> f0.tif  latency" in stdout and "f1.tif -> f1.tif  latency" in stdout
-    assert "stopped: 2 refocused, 0 already done; latency p50" in stdout and "p95" in stdout
+    assert "stopped: 2 refocused, 0 already done, 1 failed; latency p50" in stdout
+    assert "p95" in stdout and "Traceback" not in "".join(errors)
     assert sorted(p.name for p in out_dir.iterdir()) == [LEDGER_NAME, "f0.tif", "f1.tif"]
+
+
+def test_one_failing_frame_is_reported_and_the_watcher_goes_on(
+    tmp_path: Path, frames: list[np.ndarray]
+) -> None:
+    import torch
+
+    in_dir, out_dir = tmp_path / "in", tmp_path / "out"
+    in_dir.mkdir()
+    for i in range(3):
+        tifffile.imwrite(in_dir / f"a{i}.tif", frames[i])
+        os.utime(in_dir / f"a{i}.tif", ns=(i * 10**9, i * 10**9))  # a0 first
+
+    def out_of_memory_on_a0(image: np.ndarray) -> np.ndarray:
+        if np.array_equal(image, frames[0]):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore")
+        return invert(image)
+
+    heard: list[tuple[str, str]] = []
+    report = watch(in_dir, out_of_memory_on_a0, out_dir, settle=0.05, poll=POLL,
+                   idle_timeout=0.5, on_failure=lambda *failure: heard.append(failure))
+    assert [f.name for f in report.frames] == ["a1.tif", "a2.tif"]
+    assert heard == [("a0.tif", "failed (OutOfMemoryError: CUDA out of memory. Tried to "
+                                "allocate 2.00 GiB)")]
+    assert report.failed == dict(heard) and "1 failed" in report.summary()
+    assert sorted(read_ledger(out_dir)) == ["a1.tif", "a2.tif"]  # a restart tries a0 again
+    assert sorted(p.name for p in out_dir.iterdir()) == [LEDGER_NAME, "a1.tif", "a2.tif"]
+
+
+def test_inputs_differing_only_in_suffix_each_get_their_output(
+    tmp_path: Path, frames: list[np.ndarray]
+) -> None:
+    import imageio.v3 as iio
+
+    in_dir, out_dir = tmp_path / "in", tmp_path / "out"
+    in_dir.mkdir()
+    tifffile.imwrite(in_dir / "a1.tif", frames[0])
+    os.utime(in_dir / "a1.tif", ns=(10**9, 10**9))
+    iio.imwrite(in_dir / "a1.png", frames[1])
+    report = watch(in_dir, invert, out_dir, settle=0.05, poll=POLL, idle_timeout=0.5)
+    assert [f.name for f in report.frames] == ["a1.tif", "a1.png"] and not report.skipped
+    assert sorted(read_ledger(out_dir)) == ["a1.png", "a1.tif"]
+    np.testing.assert_array_equal(tifffile.imread(out_dir / "a1.tif"), invert(frames[0]))
+    np.testing.assert_array_equal(iio.imread(out_dir / "a1.png"), invert(frames[1]))
+    assert output_path(out_dir, "a1.png") == out_dir / "a1.png"
+
+
+def test_a_file_rewritten_under_a_finished_name_is_refocused_again(
+    tmp_path: Path, frames: list[np.ndarray]
+) -> None:
+    in_dir, out_dir = tmp_path / "in", tmp_path / "out"
+    in_dir.mkdir()
+    for i in range(2):
+        tifffile.imwrite(in_dir / f"a{i}.tif", frames[i])
+    watch(in_dir, invert, out_dir, settle=0.05, poll=POLL, idle_timeout=0.3)
+    # while the watcher is down, a0 is acquired again (same name, new pixels)
+    tifffile.imwrite(in_dir / "a0.tif", frames[2][:64])
+    report = watch(in_dir, invert, out_dir, settle=0.05, poll=POLL, idle_timeout=0.3)
+    assert [f.name for f in report.frames] == ["a0.tif"] and report.skipped == ["a1.tif"]
+    np.testing.assert_array_equal(read_plane(out_dir / "a0.tif"), invert(frames[2][:64]))
+    size = (in_dir / "a0.tif").stat().st_size
+    assert read_ledger(out_dir)["a0.tif"]["size"] == size
+
+    # and while it runs: the rewritten frame replaces its earlier result
+    stop = threading.Event()
+    box = {}
+    thread = threading.Thread(target=lambda: box.setdefault("report", watch(
+        in_dir, invert, out_dir, settle=0.05, poll=POLL, stop=stop)))
+    thread.start()
+    time.sleep(0.3)
+    tifffile.imwrite(in_dir / "a1.tif", frames[3])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not np.array_equal(
+            read_plane(out_dir / "a1.tif"), invert(frames[3])):
+        time.sleep(POLL)
+    stop.set()
+    thread.join()
+    assert [f.name for f in box["report"].frames] == ["a1.tif"]
+    np.testing.assert_array_equal(read_plane(out_dir / "a1.tif"), invert(frames[3]))
+
+
+def test_unreadable_and_empty_files_are_reported_once_as_it_happens(
+    tmp_path: Path, frames: list[np.ndarray]
+) -> None:
+    in_dir, out_dir = tmp_path / "in", tmp_path / "out"
+    in_dir.mkdir()
+    (in_dir / "broken.tif").write_bytes(tiff_bytes(frames[0])[:500])
+    (in_dir / "empty.tif").write_bytes(b"")
+    heard: list[tuple[str, str, float]] = []
+    stop = threading.Event()
+    box = {}
+    start = time.monotonic()
+    thread = threading.Thread(target=lambda: box.setdefault("report", watch(
+        in_dir, invert, out_dir, settle=0.05, poll=POLL, give_up=0.4, stop=stop,
+        on_failure=lambda name, problem: heard.append((name, problem, time.monotonic())))))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while len(heard) < 2 and time.monotonic() < deadline:
+        time.sleep(POLL)
+    time.sleep(0.5)  # a second report would come within this
+    assert "report" not in box  # heard while the watcher still runs
+    problems = {name: problem for name, problem, _ in heard}
+    assert len(heard) == 2 and problems["empty.tif"] == "empty file (0 bytes)"
+    assert problems["broken.tif"].startswith("cannot read image")
+    assert all(at - start >= 0.4 for *_, at in heard)
+    tifffile.imwrite(in_dir / "broken.tif", frames[1])  # written again, whole this time
+    deadline = time.monotonic() + 10
+    while not (out_dir / "broken.tif").exists() and time.monotonic() < deadline:
+        time.sleep(POLL)
+    stop.set()
+    thread.join()
+    report = box["report"]
+    assert [f.name for f in report.frames] == ["broken.tif"] and list(report.failed) == [
+        "empty.tif"]
+    np.testing.assert_array_equal(read_plane(out_dir / "broken.tif"), invert(frames[1]))
 
 
 def test_acquisition_hook_refocuses_each_frame_and_files_metadata(

@@ -14,6 +14,13 @@ from rich.console import Console
 
 from refocus.errors import RefocusError
 
+try:  # typer >= 0.2x carries its own copy of click
+    from typer._click.core import ParameterSource
+    from typer._click.exceptions import ClickException as _TyperClickException
+except ImportError:  # older typer: click itself
+    from click.core import ParameterSource
+    from click.exceptions import ClickException as _TyperClickException
+
 app = typer.Typer(
     name="refocus",
     help="Make out-of-focus fluorescence microscopy images in focus again.",
@@ -31,6 +38,11 @@ def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
 ) -> None:
     _state["debug"] = debug
+
+
+def given_on_command_line(ctx: typer.Context) -> set[str]:
+    """The options the user typed (not defaults), e.g. to let them override a recipe."""
+    return {k for k in ctx.params if ctx.get_parameter_source(k) is ParameterSource.COMMANDLINE}
 
 
 def plane_numbers(
@@ -65,12 +77,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except SystemExit:
         raise
-    except Exception as exc:  # click usage errors and the like
+    except Exception as exc:  # usage errors (unknown option, bad value) and the like
         import click
 
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, click.exceptions.Abort | typer.Abort):
             sys.exit(130)
-        if isinstance(exc, click.ClickException):
+        if isinstance(exc, click.ClickException | _TyperClickException):
             exc.show()
             sys.exit(exc.exit_code)
         raise

@@ -3,24 +3,36 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from refocus.cli.app import app, console, err_console
+from refocus.errors import RefocusError
+
+if TYPE_CHECKING:
+    from refocus.inference.files import Job, Outcome
+    from refocus.inference.refocuser import Refocuser
+
+MODEL_HELP = ("Model: a pretrained model's name (`refocus models`) or a model file "
+              "(model.pt). Default: the default pretrained model.")
 
 
 @app.command("predict")
 def predict_cmd(
-    model: Path = typer.Argument(..., help="Trained model file (model.pt)."),
     inputs: list[str] = typer.Argument(
-        ..., help="Image files, folders of images, globs ('plate/*.tif') or OME-Zarr folders."),
-    out: Path = typer.Option(..., "--out", help="Output folder; outputs keep the input names."),
+        ..., help="Image files, folders of images, globs ('plate/*.tif') or OME-Zarr folders. "
+                  "(Deprecated but still accepted: a model file model.pt as the first "
+                  "argument; use --model.)"),
+    out: Path = typer.Option(..., "--out", help="Output folder; each output keeps its "
+                                                "input's name and format."),
+    model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
     tile: int | None = typer.Option(
-        None, help="Tile size in pixels (default: the largest that fits free memory; "
-                   "larger than the image = whole-image prediction)."),
+        None, help="Tile size in pixels, at least 64 (default: the largest that fits free "
+                   "memory; larger than the image = whole-image prediction)."),
     overlap: int | None = typer.Option(
-        None, help="Tile overlap in pixels (default: 3x the model's measured receptive "
-                   "radius)."),
+        None, help="Tile overlap in pixels, 0 or more and less than half the tile "
+                   "(default: 3x the model's measured receptive radius)."),
     channel: str | None = typer.Option(
         None, help="Channel to refocus in multi-channel images, by name or index "
                    "(default: the model's channel, or the only one)."),
@@ -32,19 +44,61 @@ def predict_cmd(
 ) -> None:
     """Refocus every input into OUT; a file that fails is reported and the rest go on.
 
-    Exit code: 0 all refocused, 1 some input failed, 2 bad model, output folder or option.
+    NaN/infinite pixels of float images are refocused around and stay NaN (one warning).
+    Exit code: 0 all refocused, 1 some input failed, 2 bad model, input, output folder or
+    option (before any work), 130 interrupted (finished outputs stay, nothing half written).
     """
     import time
 
+    from refocus.images import ensure_writable_folder
+    from refocus.inference.files import expand_inputs, plan_jobs
+    from refocus.inference.refocuser import Refocuser, check_tiling
+
+    model, inputs = model_and_inputs(model, inputs)
+    check_tiling(tile, overlap)
+    jobs = plan_jobs(expand_inputs(inputs), ensure_writable_folder(out))
+    refocuser = Refocuser.pretrained(model, device=device)
+    start = time.perf_counter()
+    outcomes: list[Outcome] = []
+    try:
+        _run_with_progress(refocuser, jobs, outcomes, dict(
+            tile=tile, overlap=overlap, channel=channel, overwrite=overwrite,
+            scheduler=scheduler))
+    except KeyboardInterrupt:
+        _summary(outcomes, len(jobs), out, time.perf_counter() - start, stopped=True)
+        raise typer.Exit(130) from None
+    _summary(outcomes, len(jobs), out, time.perf_counter() - start)
+    if any(not o.ok for o in outcomes):
+        raise SystemExit(1)
+
+
+def model_and_inputs(model: str | None, inputs: list[str]) -> tuple[str | None, list[str]]:
+    """The model and the images: ``--model``, or (the older form, kept working) a model
+    file given as the first argument; a model file among the images is a mistake."""
+    if model is None and inputs and _is_model_file(inputs[0]):
+        model, inputs = inputs[0], inputs[1:]
+    stray = [i for i in inputs if _is_model_file(i)]
+    if stray:
+        raise RefocusError(stray[0], "is a model file, not an image; give one model, "
+                                     "with --model")
+    if not inputs:
+        raise RefocusError(None, "no input images given")
+    return model, inputs
+
+
+def _is_model_file(argument: str) -> bool:
+    path = Path(argument)
+    return path.suffix.lower() == ".pt" and path.is_file()
+
+
+def _run_with_progress(refocuser: Refocuser, jobs: list[Job], outcomes: list[Outcome],
+                       options: dict[str, Any]) -> None:
+    """Run the jobs under a progress bar, one line per file as it finishes; ``outcomes``
+    fills as they arrive, so an interrupted run can still say what was done."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from refocus.images import ensure_writable_folder
-    from refocus.inference.files import Outcome, expand_inputs, plan_jobs, run_jobs
-    from refocus.inference.refocuser import Refocuser
+    from refocus.inference.files import run_jobs
 
-    jobs = plan_jobs(expand_inputs(inputs), ensure_writable_folder(out))
-    refocuser = Refocuser.from_file(model, device=device)
-    start = time.perf_counter()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     with Progress(*columns, console=err_console, transient=True) as bar:
@@ -55,6 +109,7 @@ def predict_cmd(
             bar.update(chunks, completed=done, total=total, visible=True)
 
         def done(outcome: Outcome) -> None:
+            outcomes.append(outcome)
             bar.advance(files)
             bar.update(chunks, visible=False)
             if outcome.ok:
@@ -64,13 +119,13 @@ def predict_cmd(
                 err_console.print(f"[red]failed[/] {outcome.error}", highlight=False,
                                   soft_wrap=True)
 
-        outcomes = run_jobs(refocuser, jobs, tile=tile, overlap=overlap, channel=channel,
-                            overwrite=overwrite, scheduler=scheduler, on_done=done,
-                            progress=chunk_progress)
-    failed = [o for o in outcomes if not o.ok]
-    console.print(f"{len(outcomes) - len(failed)} of {len(outcomes)} refocused into {out} "
-                  f"in {time.perf_counter() - start:.1f} s"
-                  + (f"; {len(failed)} failed (listed above)" if failed else ""),
+        run_jobs(refocuser, jobs, on_done=done, progress=chunk_progress, **options)
+
+
+def _summary(outcomes: list[Outcome], total: int, out: Path, seconds: float,
+             stopped: bool = False) -> None:
+    failed = sum(not o.ok for o in outcomes)
+    console.print(("stopped: " if stopped else "")
+                  + f"{len(outcomes) - failed} of {total} refocused into {out} in {seconds:.1f} s"
+                  + (f"; {failed} failed (listed above)" if failed else ""),
                   highlight=False, soft_wrap=True)
-    if failed:
-        raise SystemExit(1)

@@ -31,7 +31,9 @@ def simulate_cmd(
     in_focus: Path = typer.Option(
         ..., "--in-focus", help="Best-focus fields: the sample's in-focus/ or a z=16 folder."
     ),
-    out: Path = typer.Option(..., "--out", help="Folder to write the BBBC006 layout into."),
+    out: Path = typer.Option(
+        ..., "--out", help="Folder to write the BBBC006 layout (or, with --stack, the stacks) into."
+    ),
     z: list[str] = typer.Option(
         ..., "--z", help="Planes to simulate, e.g. --z 1 5 10 32, or a range: --z 0-33."
     ),

@@ -10,7 +10,7 @@ import click
 import typer
 from typer.core import TyperCommand
 
-from refocus.cli.app import app, console, plane_numbers
+from refocus.cli.app import app, console, given_on_command_line, plane_numbers
 from refocus.data.bbbc006 import BEST_FOCUS_Z, TRAIN_Z
 from refocus.errors import RefocusError
 
@@ -19,6 +19,8 @@ CHOICES = {
     "arch": ("refocus.archs", "ARCHITECTURES"),
     "loss": ("refocus.loss", "LOSSES"),
     "layout": ("refocus.data.pairs", "LAYOUTS"),
+    "recipe": ("refocus.train.recipes", "RECIPES"),
+    "synthetic": ("refocus.data.in_focus", "PROTOCOLS"),
 }
 
 
@@ -40,8 +42,9 @@ class _TrainCommand(TyperCommand):
 @app.command("train", cls=_TrainCommand, context_settings={"allow_extra_args": True})
 def train_cmd(
     ctx: typer.Context,
-    data: Path = typer.Option(
-        ..., "--data", help="BBBC006 folder, or a folder with input/ and target/."
+    data: Path | None = typer.Option(
+        None, "--data", help="BBBC006 folder, a folder with input/ and target/, or (layout "
+        "in-focus) a folder of in-focus fields; a --recipe brings its own."
     ),
     out: Path = typer.Option(
         ..., "--out", help="Model file for the best epoch; the last epoch goes to NAME.last.pt."
@@ -57,6 +60,16 @@ def train_cmd(
     ),
     channel: str = typer.Option("w1", help="BBBC006 channel (w1 nuclei, w2 actin)."),
     arch: str = typer.Option("resnet34", help="Network (the method uses resnet34)."),
+    recipe: str | None = typer.Option(
+        None, help="Start from a registered recipe's settings (e.g. the shipped model's); "
+                   "options given here override it."),
+    synthetic: str = typer.Option(
+        "both-sides", help="Layout in-focus: how defocus is simulated (both-sides, paper)."),
+    select_by: str = typer.Option(
+        "psnr", help="Keep the epoch with the best validation psnr (the method) or l1."),
+    init: str | None = typer.Option(
+        None, "--init", help="Fine-tune this refocus model (file or pretrained name) of the "
+                             "same architecture instead of starting afresh."),
     no_pretrained: bool = typer.Option(
         False, "--no-pretrained", help="Start the encoder from random weights (no download)."
     ),
@@ -101,8 +114,10 @@ def train_cmd(
 
 def config_settings(ctx: typer.Context) -> dict[str, Any]:
     """The command's options as :class:`~refocus.train.TrainConfig` settings: every option
-    is a setting of the same name except the four mapped here."""
+    is a setting of the same name except the four mapped here. With ``--recipe``, the
+    recipe's settings stand wherever an option was not given on the command line."""
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in ctx.params.items()}
+    given = given_on_command_line(ctx)
     if settings.pop("no_pretrained"):
         if settings["weights"] is not None:
             raise RefocusError(None, "--no-pretrained and --weights exclude each other")
@@ -113,4 +128,20 @@ def config_settings(ctx: typer.Context) -> dict[str, Any]:
     settings["arch_args"] = {"self_attention": True} if settings.pop("self_attention") else {}
     z = list(settings["input_z"]) or None  # click gives () when the option is not given
     settings["input_z"] = plane_numbers(z, ctx.args, "--input-z", TRAIN_Z)
-    return settings
+    given |= {"weights"} if given & {"no_pretrained"} else set()
+    given |= {"arch_args"} if "self_attention" in given else set()
+    given |= {"input_z"} if ctx.args else set()
+    if settings["data"] is None:
+        del settings["data"]  # required, unless a recipe brings it
+    return with_recipe(settings, given)
+
+
+def with_recipe(settings: dict[str, Any], given: set[str]) -> dict[str, Any]:
+    """``settings`` over the named recipe's (only those given on the command line win)."""
+    if settings.get("recipe") is None:
+        return settings
+    from refocus.train.recipes import RECIPES
+
+    merged = RECIPES.get(settings["recipe"], "--recipe").settings()
+    merged.update({k: v for k, v in settings.items() if k in given or k not in merged})
+    return merged

@@ -37,8 +37,11 @@ class Pair:
 
 #: A layout's builder: ``(root, input_z, target_z, channels) -> pairs``.
 LayoutBuilder = Callable[[str | Path, Iterable[int], int, Sequence[str]], list[Pair]]
-#: Data folder layouts by name (``--layout``), each registered next to its builder.
-LAYOUTS: Registry[LayoutBuilder] = Registry("data layout")
+#: Data folder layouts by name (``--layout``), each registered next to its builder; the
+#: modules of :mod:`refocus.data` are imported on first use, so a layout in a new module
+#: (``in_focus.py``) needs no import anywhere, and ``refocus.data`` never imports the
+#: simulator (which imports ``refocus.data.bbbc006``) while it is being imported itself.
+LAYOUTS: Registry[LayoutBuilder] = Registry("data layout", package="refocus.data")
 
 
 def build_bbbc006_pairs(

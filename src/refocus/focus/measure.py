@@ -48,20 +48,25 @@ class TileSpectra:
 
 
 @functools.lru_cache(maxsize=8)
-def _rings(tile: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(Hann window, ring-averaging matrix (pixels x rings), noise-pixel mask) of a tile."""
+def _rings(tile: int) -> tuple[np.ndarray, np.ndarray]:
+    """(Hann window, averaging matrix) of a tile: the matrix turns the half-plane power of
+    ``rfft2`` (pixels) into the mean per ring (columns 0 .. tile/2) and, in its last column,
+    the mean over the noise frequencies; mirrored columns of the half plane count twice."""
     hann = np.hanning(tile + 2)[1:-1]  # no zero rows: every pixel counts
     window = np.outer(hann, hann)
     window /= np.sqrt((window**2).mean())  # power of white noise is unchanged
-    freq = np.fft.fftfreq(tile)
-    radius = np.hypot(*np.meshgrid(freq, freq, indexing="ij")).ravel()
-    ring = np.rint(radius * tile).astype(int)
+    fy, fx = np.fft.fftfreq(tile), np.fft.rfftfreq(tile)
+    radius = np.hypot(*np.meshgrid(fy, fx, indexing="ij"))
+    mirrored = np.full(len(fx), 2.0)
+    mirrored[[0, -1]] = 1.0  # the zero and Nyquist columns have no mirror image
+    count = np.broadcast_to(mirrored, radius.shape).ravel()
+    ring = np.rint(radius * tile).astype(int).ravel()
     n_rings = tile // 2 + 1
-    matrix = np.zeros((tile * tile, n_rings))
-    inside = ring < n_rings
-    matrix[np.flatnonzero(inside), ring[inside]] = 1.0
-    matrix /= matrix.sum(axis=0)
-    return window, matrix, radius >= NOISE_FROM
+    matrix = np.zeros((radius.size, n_rings + 1))
+    inside = np.flatnonzero(ring < n_rings)
+    matrix[inside, ring[inside]] = count[inside]
+    matrix[:, -1] = np.where(radius.ravel() >= NOISE_FROM, count, 0.0)
+    return window, matrix / matrix.sum(axis=0)
 
 
 def ring_frequencies(tile: int) -> np.ndarray:
@@ -92,12 +97,15 @@ def _tiles(array: np.ndarray, tile: int) -> tuple[np.ndarray, tuple[int, int], t
 def tile_spectra(image: np.ndarray, tile: int = 128) -> TileSpectra:
     """Radial power spectrum and noise level of every tile of a centred grid."""
     tiles, grid, origin = _tiles(check_image(image, tile), tile)
-    window, matrix, noise_mask = _rings(tile)
+    window, matrix = _rings(tile)
     tiles = (tiles - tiles.mean(axis=(1, 2), keepdims=True)) * window
-    power = np.abs(np.fft.fft2(tiles)).reshape(len(tiles), -1) ** 2 / (tile * tile)
-    noise = power[:, noise_mask].mean(axis=1)
+    power = np.abs(np.fft.rfft2(tiles)).reshape(len(tiles), -1) ** 2 / (tile * tile)
+    rings = power @ matrix
     return TileSpectra(
-        tile, origin, (power @ matrix).reshape(*grid, -1), np.maximum(noise, 1e-12).reshape(grid)
+        tile,
+        origin,
+        rings[:, :-1].reshape(*grid, -1),
+        np.maximum(rings[:, -1], 1e-12).reshape(grid),
     )
 
 

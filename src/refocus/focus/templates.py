@@ -1,20 +1,19 @@
 """Defocus templates: what a field's spectrum looks like at each distance from focus.
 
-A defocused field's spectrum is its in-focus spectrum times the PSF's |OTF|^2 plus noise;
-the in-focus spectrum of an unknown field is not known, so the templates are the mean
-signal-to-noise spectra of the 8 real in-focus BBBC006 fields, each blurred by the
-calibrated simulator (Gibson-Lanni PSF, camera noise: :mod:`refocus.simulate`) at stage
-defocus -40..40 um. An image is then matched against them with a free brightness
-(:mod:`refocus.focus.estimate`). ``scripts/calibrate_focus.py`` builds the shipped file
-``bbbc006_templates.npz`` (a few kB); the same functions build templates for other optics.
+A defocused field's spectrum is its in-focus spectrum times the PSF's |OTF|^2 plus noise.
+The in-focus spectrum of an unknown field is not known, so the templates are the signal-
+to-noise spectra of the 8 real in-focus BBBC006 fields, each blurred by the calibrated
+simulator at stage defocus -40..40 um (:mod:`refocus.focus.calibrate`); an image is matched
+against each field's set with a free brightness (:mod:`refocus.focus.estimate`).
+``scripts/calibrate_focus.py`` builds the shipped ``bbbc006_templates.npz`` (77 kB).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import BinaryIO
@@ -22,15 +21,15 @@ from typing import BinaryIO
 import numpy as np
 
 from refocus.errors import RefocusError
-from refocus.focus.measure import tile_spectra, white_noise_power
-from refocus.simulate import BBBC006_CAMERA, BBBC006_OPTICS, Camera, Optics, blur, defocus_psf
 
 SHIPPED = "bbbc006_templates.npz"
 #: Stage defocus of the shipped templates (um, signed; - is BBBC006's z<16 side): 1 um
 #: steps near focus, 2 um beyond 12 um (the spectra change slowly there; log-interpolated).
-STAGE_UM = np.concatenate([np.arange(-40.0, -12, 2), np.arange(-12.0, 12.5), np.arange(14.0, 41, 2)])
+STAGE_UM = np.concatenate(
+    [np.arange(-40.0, -12, 2), np.arange(-12.0, 12.5), np.arange(14.0, 41, 2)]
+)
 TILES = (64, 96, 128)
-#: Rings whose in-focus level sets each field's weight in the mean: equal shape weight.
+#: Rings whose in-focus level every field is scaled to before storing.
 _LEVEL_RINGS = slice(1, 4)
 
 
@@ -60,71 +59,6 @@ class Templates:
         """The templates without calibration field ``field`` (for cross-validation)."""
         keep = {t: np.delete(s, field, axis=0) for t, s in self.signal.items()}
         return Templates(self.stage_um, keep, self.defocus_scale, self.about)
-
-
-def field_signal(image: np.ndarray, tile: int) -> np.ndarray:
-    """Signal-to-noise spectrum (power / noise - 1 per ring) of a whole field."""
-    power, noise = tile_spectra(image, tile).field()
-    return power / noise - 1.0
-
-
-def simulate_defocus(
-    image: np.ndarray,
-    stage_um: float,
-    optics: Optics = BBBC006_OPTICS,
-    camera: Camera = BBBC006_CAMERA,
-    rng: np.random.Generator | int | None = None,
-) -> np.ndarray:
-    """A real in-focus plane moved ``stage_um`` (nominal) out of focus, with camera noise.
-
-    The simulator's steps (:func:`refocus.simulate.simulate_plane`) at any distance, not
-    only at plane positions: bias off, PSF blur, bias back, fresh camera noise.
-    """
-    if stage_um == 0:
-        return np.asarray(image)
-    return camera.expose(_blurred(image, stage_um, optics, camera), np.random.default_rng(rng))
-
-
-def _blurred(image: np.ndarray, stage_um: float, optics: Optics, camera: Camera) -> np.ndarray:
-    """Expected counts (bias included, before noise) of the plane ``stage_um`` away."""
-    photons = np.asarray(image, dtype=np.float64) - camera.offset
-    return blur(photons, defocus_psf(stage_um * optics.defocus_scale, optics)) + camera.offset
-
-
-def expected_signal(
-    image: np.ndarray, stage_um: float, tile: int, optics: Optics, camera: Camera
-) -> np.ndarray:
-    """Signal-to-noise spectrum a noisy simulated plane has on average, without drawing
-    noise: blurred signal power over the camera's noise power (shot + read + rounding)."""
-    if stage_um == 0:
-        return field_signal(image, tile)  # the real recording, real noise
-    expected = _blurred(image, stage_um, optics, camera)
-    variance = camera.gain * np.clip(expected - camera.offset, 0, None) + camera.read_noise**2
-    noise = white_noise_power(variance + 1 / 12, tile)
-    return tile_spectra(expected, tile).power.mean(axis=(0, 1)) / noise.mean()
-
-
-def simulated_signals(
-    images: Sequence[np.ndarray],
-    stage_um: Sequence[float] = tuple(STAGE_UM),
-    tiles: Sequence[int] = TILES,
-    optics: Optics = BBBC006_OPTICS,
-    camera: Camera = BBBC006_CAMERA,
-    on_field: Callable[[int], None] | None = None,
-) -> dict[int, np.ndarray]:
-    """Per-field signal spectra ``{tile: (field, defocus, ring)}`` of simulated planes.
-
-    At 0 um the real in-focus image itself; elsewhere the calibrated simulator's expected
-    plane (deterministic: the camera noise enters as its mean power, no draw).
-    """
-    out = {t: np.zeros((len(images), len(stage_um), t // 2 + 1)) for t in tiles}
-    for i, image in enumerate(images):
-        for j, stage in enumerate(stage_um):
-            for t in tiles:
-                out[t][i, j] = expected_signal(image, stage, t, optics, camera)
-        if on_field is not None:
-            on_field(i)
-    return out
 
 
 def normalised(per_field: np.ndarray, stage_um: Sequence[float]) -> np.ndarray:
@@ -164,9 +98,3 @@ def load_templates(path: str | Path) -> Templates:
 def shipped_templates() -> Templates:
     """The BBBC006 templates that ship with the package."""
     return load_templates(Path(str(resources.files("refocus.focus") / SHIPPED)))
-
-
-def describe(optics: Optics, camera: Camera, n_fields: int) -> str:
-    """Provenance text stored in a template file."""
-    return json.dumps({"fields": n_fields, "optics": asdict(optics), "camera": asdict(camera)})
-

@@ -2,29 +2,29 @@
 
 Every variant is a callable mapping a float32 ``(N, 1, H, W)`` tensor on the device to a
 float32 tensor of the same shape, so prediction code does not care which one it got.
-``benchmarks/bench.py`` measures them all side by side; :func:`default_variant` keeps what
-won there (medians; tables in the README's Performance section):
+``benchmarks/bench.py`` measures them all side by side.
 
-- CPU (AMD EPYC with AVX512-BF16, 2 cores shared with other work, torch 2.14.1),
-  resnet34: **ONNX Runtime** (fp32) on both cores took 2.0 s for a 520x696 field and
-  42 s for 2048x2048 (eager fp32: 9.2 s and 114 s, i.e. 4.5x and 2.7x; tiled 6.5x and
-  3.9x), ahead of bf16 autocast (1.5x and 2.4x; tiled 1.3x and 2.2x), fp32
-  channels_last (1.2x / 1.05x) and ``torch.compile`` (1.3x per core, but 4 minutes
-  to compile and again for every new tile size). It is also float32-exact (2e-6 of the
-  output range from eager, bf16: 2e-2). Per core (one thread) it ties with bf16 on
-  whole images (both 1.7x) and bf16 leads on tiles (1.9x vs 1.6x); ONNX Runtime wins on
-  two cores because its thread pool copes with busy cores better than OpenMP. Its cost
-  is the export, about 15 s once per loaded model. Without ``onnxruntime`` installed
-  (the ``export`` extra), ``auto`` takes bf16 on CPUs with hardware bf16 (AVX512-BF16
-  or AMX) and eager fp32 elsewhere, where oneDNN emulates bf16 slower than fp32.
+- CPU: the fp32 baseline is **ONNX Runtime** (AMD EPYC with AVX512-BF16, 2 shared cores,
+  torch 2.14.1, resnet34: 2.0 s for a 520x696 field and 42 s for 2048x2048, eager fp32
+  9.2 s and 114 s), float32-exact (2e-6 of the output range from eager). Faster
+  reduced-precision variants, **int8** (ONNX Runtime static quantisation,
+  :mod:`refocus.inference.quantize`) and **bf16** autocast where the CPU has it in
+  hardware (AVX512-BF16 or AMX; elsewhere oneDNN emulates it slower than fp32), become
+  the default of ``mode="auto"`` only for models where they are measured faster and
+  within a PSNR budget (:mod:`refocus.inference.budget`). The export, the calibration
+  and that measurement happen once per model: they are cached with the graphs
+  (:mod:`refocus.inference.graphcache`). Without ``onnxruntime`` (the ``export`` extra)
+  the baseline is eager fp32. ``torch.compile`` is 1.3x per core but needs 4 minutes to
+  compile, again for every tile size, so it is never a default.
 - CUDA: not measured yet (no GPU was lent when this was written). The default is fp16
   autocast in channels_last with CUDA-graph replay, the variant that usually wins for
   fixed-size convolutional inference on tensor-core GPUs; the numerics check below falls
   back to eager fp32 if it ever disagrees. Rerun the benchmark on a GPU to confirm.
 
 Reduced precision only changes the arithmetic inside the network, never what is read or
-written: inputs and outputs stay float32, and :func:`prepare_for_inference` compares a
-probe prediction with eager fp32 before handing the fast variant out.
+written: inputs and outputs stay float32. A variant that was not measured on the quality
+fields (one forced by name, or the default when nothing can be cached) is compared with
+eager fp32 on a probe image by :func:`prepare_for_inference` before it is handed out.
 """
 
 from __future__ import annotations
@@ -32,26 +32,34 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib.util
-import io
+import logging
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from refocus import convert
+from refocus.inference import budget, quantize
+from refocus.inference.graphcache import ModelCache
 from refocus.inference.receptive import probe_image
+
+log = logging.getLogger(__name__)
 
 Predictor = Callable[[Tensor], Tensor]
 
 #: Variants each device can run, in the order the benchmark lists them.
 DEVICE_VARIANTS: dict[str, tuple[str, ...]] = {
-    "cpu": ("eager", "channels_last", "compile", "bf16", "onnxruntime"),
+    "cpu": ("eager", "channels_last", "compile", "bf16", "onnxruntime", "int8"),
     "cuda": ("eager", "channels_last", "compile", "bf16", "fp16", "cuda_graphs"),
 }
-#: What :func:`prepare_for_inference` picks with ``mode="auto"`` (see the module docstring).
+#: What ``mode="auto"`` runs before (or without) a measurement (see the module docstring).
 DEFAULT_VARIANT: dict[str, str] = {"cpu": "onnxruntime", "cuda": "cuda_graphs"}
 #: Largest accepted max |variant - eager fp32| as a fraction of the eager output's range:
-#: fp32 variants only reorder sums; fp16 keeps 11 significant bits and bf16 8.
+#: fp32 variants only reorder sums; fp16 keeps 11 significant bits, bf16 8, and int8
+#: (8-bit activations between calibrated bounds) is only guarded here against a broken
+#: graph: whether its quality suffices is the PSNR budget's question.
 TOLERANCE: dict[str, float] = {
     "eager": 0.0,
     "channels_last": 1e-3,
@@ -60,7 +68,10 @@ TOLERANCE: dict[str, float] = {
     "fp16": 1e-2,
     "cuda_graphs": 1e-2,
     "bf16": 5e-2,
+    "int8": 0.25,
 }
+#: The ONNX graph each ONNX Runtime variant runs (cached per model).
+GRAPHS: dict[str, str] = {"onnxruntime": "fp32", "int8": "int8"}
 #: The precision each variant computes in (for the benchmark's fraction-of-peak column).
 COMPUTE_DTYPE: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,
@@ -87,13 +98,28 @@ def onnxruntime_available() -> bool:
 
 
 def default_variant(device: str | torch.device) -> str:
-    """What ``mode="auto"`` runs on ``device``: :data:`DEFAULT_VARIANT`; on CPU without
-    ONNX Runtime, bf16 where the CPU has it in hardware, else eager fp32."""
+    """What ``mode="auto"`` runs on ``device`` when nothing was measured:
+    :data:`DEFAULT_VARIANT`; on CPU without ONNX Runtime, bf16 where the CPU has it in
+    hardware, else eager fp32."""
     device = torch.device(device)
     name = DEFAULT_VARIANT[device.type]
     if device.type == "cpu" and name == "onnxruntime" and not onnxruntime_available():
         name = "bf16" if cpu_has_native_bf16() else "eager"
     return name
+
+
+def fp32_baseline(device: str | torch.device) -> str:
+    """The float32 variant reduced precision is measured against: the fastest fp32 one."""
+    if torch.device(device).type == "cpu" and onnxruntime_available():
+        return "onnxruntime"
+    return "eager"
+
+
+def cpu_candidates() -> list[str]:
+    """Reduced-precision CPU variants worth measuring here: int8 with ONNX Runtime, bf16
+    where the CPU computes it in hardware."""
+    names = ["int8"] if onnxruntime_available() else []
+    return names + (["bf16"] if cpu_has_native_bf16() else [])
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -158,22 +184,22 @@ class _CudaGraphed:
         return static_out.clone()
 
 
-def _onnxruntime_predictor(model: nn.Module) -> Predictor:
-    """ONNX Runtime on CPU, with as many threads as torch uses (same budget, fair test)."""
+def _session_predictor(graph: Path) -> Predictor:
+    """ONNX Runtime on CPU, with as many threads as torch uses (same budget, fair test).
+
+    Without ONNX Runtime's memory arena: the arena never shrinks, so after a tile that
+    did not fit it would keep what that tile grew it to and starve the smaller tiles the
+    caller retries with (big buffers come from the system allocator either way).
+    """
     import onnxruntime as ort
 
-    from refocus.convert import export_onnx
-
-    buffer = io.BytesIO()
-    export_onnx(model, buffer)
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
+    options.enable_cpu_mem_arena = False
     # idle ORT threads spin by default, stealing the cores torch needs between calls
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(
-        buffer.getvalue(), options, providers=["CPUExecutionProvider"]
-    )
+    session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
 
     def predict(x: Tensor) -> Tensor:
@@ -183,18 +209,35 @@ def _onnxruntime_predictor(model: nn.Module) -> Predictor:
     return predict
 
 
-def build_variant(model: nn.Module, device: str | torch.device, name: str) -> Predictor:
+def onnx_graph(model: nn.Module, variant: str, store: ModelCache | None = None) -> Path:
+    """The cached, verified ONNX graph of ``model`` that ``variant`` runs: exported once
+    (fp32), quantised once from that (int8), rebuilt when damaged."""
+    store = store or ModelCache(model)
+
+    def export(path: Path) -> None:
+        log.info("exporting the model to ONNX (once per model: cached in %s)", store.folder)
+        convert.export_onnx(copy.deepcopy(model).cpu().eval(), path)
+
+    fp32 = store.graph("fp32", export)
+    if GRAPHS[variant] == "fp32":
+        return fp32
+    return store.graph(GRAPHS[variant], lambda path: quantize.quantize_int8(fp32, path))
+
+
+def build_variant(model: nn.Module, device: str | torch.device, name: str,
+                  store: ModelCache | None = None) -> Predictor:
     """A predictor running a copy of ``model`` on ``device`` the ``name`` way.
 
-    The copy is converted (layout, compilation), so the caller's model is left as it was.
+    The copy is converted (layout, compilation), so the caller's model is left as it was;
+    ONNX Runtime variants run the model's cached graph (``store``, default its entry).
     """
     device = torch.device(device)
     if name not in variants_for(device):
         raise ValueError(f"variant {name!r} does not run on {device.type} "
                          f"(choose from {', '.join(variants_for(device))})")
+    if name in GRAPHS:
+        return _session_predictor(onnx_graph(model, name, store))
     model = copy.deepcopy(model).to(device).eval()
-    if name == "onnxruntime":
-        return _onnxruntime_predictor(model)
     channels_last = name in ("channels_last", "bf16", "fp16", "cuda_graphs")
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -211,27 +254,105 @@ def relative_error(fast: Tensor, reference: Tensor) -> float:
     return float((fast.float() - reference.float()).abs().max()) / span
 
 
+class Prepared:
+    """A predictor and the name of the variant it runs (what ``auto`` chose)."""
+
+    def __init__(self, predict: Predictor, variant: str) -> None:
+        self.predict = predict
+        self.variant = variant
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.predict(x)
+
+    def __repr__(self) -> str:
+        return f"Prepared({self.variant!r})"
+
+
+def _cached_choice(store: ModelCache, device: torch.device) -> str | None:
+    """The variant measured best for this model, if its graph is still the measured one."""
+    choice = store.check("choice")
+    if not isinstance(choice, dict) or choice.get("variant") not in variants_for(device):
+        return None
+    graph = GRAPHS.get(choice["variant"])
+    if graph is not None and store.verified_graph(graph) is None:
+        return None
+    return str(choice["variant"])
+
+
+def measured_variant(model: nn.Module, device: torch.device, store: ModelCache) -> str | None:
+    """The fastest CPU variant within the quality budget (:mod:`refocus.inference.budget`),
+    measured once per model and cached; None where nothing can be cached (measuring at
+    every start would cost more than it saves)."""
+    cached = _cached_choice(store, device)
+    if cached is not None or not store.persistent:
+        return cached
+    baseline = fp32_baseline(device)
+    names = [baseline, *(n for n in cpu_candidates() if n != baseline)]
+    if len(names) == 1:
+        return baseline
+    log.info("measuring %s on the shipped fields (once per model)", ", ".join(names))
+    predictors = {}
+    for name in names:
+        try:
+            predictors[name] = build_variant(model, device, name, store)
+        except Exception as exc:  # noqa: BLE001 (an exotic graph must not stop prediction)
+            if name == baseline:
+                raise
+            warnings.warn(f"{name} could not be prepared ({type(exc).__name__}: {exc}); "
+                          "not using it", stacklevel=3)
+    report = budget.choose_variant(baseline, predictors)
+    store.remember_check("choice", report)
+    log.info("fastest within the quality budget: %s", report["variant"])
+    return str(report["variant"])
+
+
+def _probe_agrees(model: nn.Module, device: torch.device, name: str, fast: Predictor,
+                  store: ModelCache | None) -> bool:
+    """Whether ``fast`` matches eager fp32 on the probe image within :data:`TOLERANCE`
+    (remembered for cached graphs: they cannot change unseen)."""
+    key = f"probe:{name}"
+    if store is not None and isinstance(error := store.check(key), float):
+        known = error
+    else:
+        probe = probe_image(device)
+        eager = _torch_predictor(model, device, channels_last=False, dtype=None)
+        known = relative_error(fast(probe), eager(probe))
+        if store is not None and name in GRAPHS:
+            store.remember_check(key, known)
+    if known > TOLERANCE[name]:
+        warnings.warn(f"{name} prediction differs from fp32 by {known:.2g} of the output range "
+                      f"(tolerance {TOLERANCE[name]:.0e}); using eager fp32", stacklevel=3)
+        return False
+    return True
+
+
 def prepare_for_inference(
     model: nn.Module, device: str | torch.device, mode: str = "auto"
-) -> Predictor:
+) -> Prepared:
     """The fastest measured way to run ``model`` on ``device``, checked against eager fp32.
 
-    ``mode="auto"`` takes :func:`default_variant` for the device; any name from
-    :func:`variants_for` forces that variant. A variant whose probe prediction differs from
-    eager fp32 by more than :data:`TOLERANCE` (a broken kernel, an overflow in fp16) is
-    refused with a warning and eager fp32 is used instead, so speed never costs correctness.
+    ``mode="auto"`` on a CPU takes the variant measured fastest within the PSNR budget
+    for this model (:func:`measured_variant`; measured at its first preparation, then
+    cached), elsewhere :func:`default_variant`; any name from :func:`variants_for` forces
+    that variant. A variant not measured on the quality fields whose probe prediction
+    differs from eager fp32 by more than :data:`TOLERANCE` (a broken kernel, an overflow
+    in fp16) is refused with a warning and eager fp32 is used instead.
     """
     device = torch.device(device)
-    name = default_variant(device) if mode == "auto" else mode
     model = model.to(device).eval()
-    eager = _torch_predictor(model, device, channels_last=False, dtype=None)
+    cpu = device.type == "cpu"
+    store = ModelCache(model) if cpu and (mode == "auto" or mode in GRAPHS) else None
+    name = measured_variant(model, device, store) if store is not None and mode == "auto" \
+        else None
+    measured = name is not None
+    name = name or (default_variant(device) if mode == "auto" else mode)
     if name == "eager":
-        return eager
-    fast = build_variant(model, device, name)
-    probe = probe_image(device)
-    error = relative_error(fast(probe), eager(probe))
-    if error > TOLERANCE[name]:
-        warnings.warn(f"{name} prediction differs from fp32 by {error:.2g} of the output range "
-                      f"(tolerance {TOLERANCE[name]:.0e}); using eager fp32", stacklevel=2)
-        return eager
-    return fast
+        return Prepared(_torch_predictor(model, device, channels_last=False, dtype=None),
+                        "eager")
+    if name in GRAPHS and store is None:
+        store = ModelCache(model)
+    fast = build_variant(model, device, name, store)
+    if not measured and not _probe_agrees(model, device, name, fast, store):
+        return Prepared(_torch_predictor(model, device, channels_last=False, dtype=None),
+                        "eager")
+    return Prepared(fast, name)

@@ -1,7 +1,8 @@
 """Many inputs, one output folder: expand files/folders/globs, refocus each, report each.
 
 A plate is hundreds of files; one damaged file must not cost the others. Every input
-becomes a :class:`Job` whose output keeps the input's name in the output folder; a job that
+becomes a :class:`Job` whose output keeps the input's name (suffix and format included, so
+``a1.png`` and ``a1.tif`` never share an output) in the output folder; a job that
 fails becomes an :class:`Outcome` with its one-line reason, and the batch goes on. With a
 dask.distributed scheduler address, each file is one task on the cluster (OME-Zarr inputs
 are split into chunk tasks instead, see :mod:`refocus.inference.chunked`).
@@ -69,15 +70,20 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
 
 
 def plan_jobs(sources: Sequence[Path], out_dir: str | os.PathLike[str]) -> list[Job]:
-    """``out_dir/<input name>`` for each input; refuses name clashes and in-place writes."""
+    """``out_dir/<input name>`` for each input; refuses name clashes and in-place writes.
+
+    Names differing only in case clash too: on Windows and macOS they are one file, and
+    one input's result would silently replace the other's.
+    """
     out_dir = Path(out_dir)
     jobs: list[Job] = []
     seen: dict[str, Path] = {}
     for src in sources:
-        if src.name in seen:
-            raise RefocusError(src, f"has the same name as {seen[src.name]}; both would be "
+        key = src.name.casefold()
+        if key in seen:
+            raise RefocusError(src, f"has the same name as {seen[key]}; both would be "
                                     f"written to {out_dir / src.name}")
-        seen[src.name] = src
+        seen[key] = src
         dst = out_dir / src.name
         if dst.resolve() == src.resolve():
             raise RefocusError(src, "the output would replace the input; choose another --out")
@@ -105,7 +111,7 @@ def refocus_file(
     image = read_image(job.src)
     try:
         out = refocuser.predict(image.data, image.axes, tile, overlap, channel=channel,
-                                channel_names=image.channel_names)
+                                channel_names=image.channel_names, where=job.src)
     except RefocusError as exc:
         if exc.where is None:
             raise RefocusError(job.src, exc.problem) from exc

@@ -24,10 +24,15 @@ from __future__ import annotations
 
 import numpy as np
 
+#: Elements per slice of the rescale: 8 MiB of float64 temporaries at a time.
+CHUNK_PIXELS = 1 << 20
+
 
 def flux_gain(image: np.ndarray, prediction: np.ndarray, lo: float, hi: float) -> float:
-    """The ``g`` of the intensity rule for one plane (float64 sums)."""
-    above = float(np.sum(np.asarray(image, dtype=np.float64) - lo))
+    """The ``g`` of the intensity rule for one plane (float64 sums, a few rows at a time so
+    a large plane needs no float64 copy of itself)."""
+    image = np.atleast_1d(np.asarray(image))
+    above = sum(float(np.sum(image[rows].astype(np.float64) - lo)) for rows in row_chunks(image))
     predicted = float(np.sum(prediction, dtype=np.float64))
     return gain_from_sums(above, predicted, lo, hi)
 
@@ -40,8 +45,26 @@ def gain_from_sums(above: float, predicted: float, lo: float, hi: float) -> floa
 
 
 def apply_gain(prediction: np.ndarray, lo: float, gain: float, dtype: np.dtype) -> np.ndarray:
-    """``lo + gain * prediction`` in the input's units and ``dtype`` (see :func:`to_dtype`)."""
-    return to_dtype(lo + gain * np.asarray(prediction, dtype=np.float64), dtype)
+    """``lo + gain * prediction`` in the input's units and ``dtype`` (see :func:`to_dtype`).
+
+    Computed in float64 a few rows at a time into the output: the rescale comes after
+    every tile is done, and whole-plane float64 temporaries (24 bytes a pixel) would fail
+    a large image there, under a memory limit the tiles respected.
+    """
+    prediction = np.asarray(prediction)
+    if prediction.ndim == 0:
+        return to_dtype(lo + gain * prediction.astype(np.float64), dtype)
+    out = np.empty(prediction.shape, dtype=np.dtype(dtype))
+    for rows in row_chunks(prediction):
+        out[rows] = to_dtype(lo + gain * prediction[rows].astype(np.float64), dtype)
+    return out
+
+
+def row_chunks(array: np.ndarray, pixels: int = CHUNK_PIXELS) -> list[slice]:
+    """Slices of the first axis holding about ``pixels`` elements each (at least one row)."""
+    per_row = max(int(np.prod(array.shape[1:])), 1)
+    step = max(pixels // per_row, 1)
+    return [slice(i, i + step) for i in range(0, max(array.shape[0], 1), step)]
 
 
 def to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:

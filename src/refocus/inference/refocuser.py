@@ -5,7 +5,8 @@ network's 32-px grid exactly as the network pads a whole image
 (:mod:`refocus.archs.padding`), predicted in blended tiles (:mod:`refocus.inference.tiling`)
 whose size follows free memory (:mod:`refocus.inference.memory`) and whose overlap follows
 the measured receptive field (:mod:`refocus.inference.receptive`), and brought back to the
-input's units and dtype by the flux rule (:mod:`refocus.inference.flux`).
+input's units and dtype by the flux rule (:mod:`refocus.inference.flux`). NaN and infinite
+pixels are refocused around and stay NaN (:mod:`refocus.inference.finite`).
 """
 
 from __future__ import annotations
@@ -28,10 +29,17 @@ from refocus.device import select_device
 from refocus.errors import RefocusError
 from refocus.images import check_pixels
 from refocus.inference.backends import prepare_for_inference
+from refocus.inference.finite import fill_non_finite, non_finite_mask
 from refocus.inference.flux import apply_gain, flux_gain
 from refocus.inference.memory import activation_bytes_per_pixel, free_memory_bytes
 from refocus.inference.receptive import RECEPTIVE_MASS, receptive_radius
-from refocus.inference.tiling import choose_tile, min_tile, overlap_for_halo, predict_tiled
+from refocus.inference.tiling import (
+    MIN_TILE,
+    choose_tile,
+    min_tile,
+    overlap_for_halo,
+    predict_tiled,
+)
 from refocus.modelfile import load_model
 
 log = logging.getLogger(__name__)
@@ -40,9 +48,16 @@ log = logging.getLogger(__name__)
 class Refocuser:
     """A loaded model that refocuses 2-D planes and T/Z/C stacks of any size.
 
-    Load once (:meth:`from_file`), call :meth:`predict` per image. Pickling a file-backed
-    refocuser sends only the file name, so Dask workers load the model themselves (once
-    per process).
+    Load once (:meth:`from_file`, or :meth:`pretrained` for a registered model), call
+    :meth:`predict` per image. Pickling a file-backed refocuser sends only the file name,
+    so Dask workers load the model themselves (once per process).
+
+    Non-finite pixels (NaN, ±inf) in a float image would turn the whole output NaN, so
+    they are refocused around and kept marked: for the network they are replaced by the
+    median of their finite neighbours (the plane's low percentile deep inside a large
+    hole), percentiles and the flux rule use the finite pixels only, and the output holds
+    NaN at exactly those positions. One warning per image gives their count; a plane
+    with no finite pixel is refused with one clear error.
     """
 
     def __init__(
@@ -81,6 +96,19 @@ class Refocuser:
             channels = (channels,)
         return cls(loaded.model, loaded.normalizer, device=device,
                    channels=[str(c) for c in channels], mode=mode, source=path)
+
+    @classmethod
+    def pretrained(cls, name: str | os.PathLike[str] | None = None,
+                   device: str | torch.device | None = None, mode: str = "auto") -> Refocuser:
+        """A registered pretrained model (:mod:`refocus.zoo`) by name (or a model file);
+        None: the default one.
+
+        Users without a trained model of their own start here; the weights are
+        downloaded once into the cache and verified.
+        """
+        from refocus.zoo import resolve_model
+
+        return cls.from_file(resolve_model(name), device=device, mode=mode)
 
     # --- pickling: the model file travels by name -----------------------------------
 
@@ -128,6 +156,7 @@ class Refocuser:
         automatic tile grows to hold the overlap; a tile the caller chose is kept and the
         overlap shrinks to fit it instead.
         """
+        check_tiling(tile, overlap)
         chosen = tile is not None
         tile = int(tile) if chosen else self.auto_tile()
         tile = max((tile // MULTIPLE) * MULTIPLE, MULTIPLE)  # on the grid: no padding inside
@@ -176,11 +205,26 @@ class Refocuser:
 
     def predict_plane(self, plane: np.ndarray, tile: int | None = None,
                       overlap: int | None = None) -> np.ndarray:
-        """One 2-D plane in, the refocused plane out (same dtype, flux rule applied)."""
-        plane = np.asarray(plane)
-        lo, hi = self.normalizer.percentiles(plane)
-        y_n = self.predict_normalised(self.normalizer.apply(plane, lo, hi), tile, overlap)
-        return apply_gain(y_n, lo, flux_gain(plane, y_n, lo, hi), plane.dtype)
+        """One 2-D plane in, the refocused plane out (same dtype, flux rule applied;
+        non-finite pixels come back NaN, see the class doc)."""
+        out, bad = self._refocus_plane(np.asarray(plane), tile, overlap)
+        _warn_non_finite(None, bad)
+        return out
+
+    def _refocus_plane(self, plane: np.ndarray, tile: int | None, overlap: int | None,
+                       where: str | None = None) -> tuple[np.ndarray, int]:
+        """The refocused plane and how many of its pixels were non-finite."""
+        bad = non_finite_mask(plane, where)
+        finite = plane if bad is None else plane[~bad]
+        lo, hi = self.normalizer.percentiles(finite)
+        x = plane if bad is None else fill_non_finite(plane, bad, lo)
+        y_n = self.predict_normalised(self.normalizer.apply(x, lo, hi), tile, overlap)
+        gain = flux_gain(finite, y_n if bad is None else y_n[~bad], lo, hi)
+        out = apply_gain(y_n, lo, gain, plane.dtype)
+        if bad is None:
+            return out, 0
+        out[bad] = np.nan  # float input: the output keeps the marks
+        return out, int(np.count_nonzero(bad))
 
     def select_channel(self, n_channels: int, channel: int | str | None,
                        names: Sequence[str] | None = None) -> int:
@@ -209,6 +253,7 @@ class Refocuser:
         *,
         channel: int | str | None = None,
         channel_names: Sequence[str] | None = None,
+        where: str | os.PathLike[str] | None = None,
     ) -> np.ndarray:
         """Refocus ``array``; the result has the same shape and dtype.
 
@@ -217,9 +262,11 @@ class Refocuser:
         its own; with a C axis only the chosen ``channel`` (index, or a name from
         ``channel_names``) is, and the other channels are copied unchanged. ``tile``
         defaults to the largest that fits free memory, ``overlap`` to three times the
-        measured receptive radius (see :mod:`refocus.inference.tiling`).
+        measured receptive radius (see :mod:`refocus.inference.tiling`). ``where`` (the
+        file name) names the image in the warning about non-finite pixels.
         """
         array = np.asarray(array)
+        where = None if where is None else str(where)
         axes = _checked_axes(array, axes)
         order = [i for i, a in enumerate(axes) if a not in "YX"]
         order += [axes.index("Y"), axes.index("X")]
@@ -228,10 +275,34 @@ class Refocuser:
         c = lead.find("C")
         chosen = None if c < 0 else self.select_channel(planes.shape[c], channel, channel_names)
         out = planes.copy()
+        bad = 0
         for index in np.ndindex(planes.shape[:-2]):
             if chosen is None or index[c] == chosen:
-                out[index] = self.predict_plane(planes[index], tile, overlap)
+                label = where if not index else f"{where or 'image'}, plane {index}"
+                out[index], n = self._refocus_plane(planes[index], tile, overlap, label)
+                bad += n
+        _warn_non_finite(where, bad)
         return np.transpose(out, np.argsort(order))
+
+
+def check_tiling(tile: int | None, overlap: int | None) -> None:
+    """Refuse tile/overlap settings that cannot work, before any image is read: a tile
+    under :data:`~refocus.inference.tiling.MIN_TILE` px (hopelessly slow), a negative
+    overlap, or an overlap that leaves a tile no stride."""
+    if tile is not None and int(tile) < MIN_TILE:
+        raise RefocusError(None, f"--tile must be at least {MIN_TILE} px (got {tile})")
+    if overlap is not None and int(overlap) < 0:
+        raise RefocusError(None, f"--overlap must be 0 or more px (got {overlap})")
+    if tile is not None and overlap is not None and int(tile) <= 2 * int(overlap):
+        raise RefocusError(None, f"--tile ({tile} px) must be more than twice --overlap "
+                                 f"({overlap} px)")
+
+
+def _warn_non_finite(where: str | None, count: int) -> None:
+    """The one warning line per image that says non-finite pixels were worked around."""
+    if count:
+        log.warning("%s: %d non-finite pixel(s) (NaN or infinite): refocused around them, "
+                    "NaN in the output", where or "image", count)
 
 
 def _checked_axes(array: np.ndarray, axes: str | None) -> str:

@@ -122,12 +122,38 @@ def _checked(piece: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return piece
 
 
+#: Words of allocation failures that arrive as plain RuntimeErrors: torch's CPU allocator
+#: ("DefaultCPUAllocator: can't allocate memory"), ONNX Runtime's arena ("Failed to
+#: allocate memory", "bad allocation" on Windows), C++ std::bad_alloc, cuBLAS/cuDNN.
+OOM_MESSAGES = (
+    "can't allocate memory",
+    "not enough memory",
+    "failed to allocate memory",
+    "bad allocation",
+    "bad_alloc",
+    "out of memory",
+    "status_alloc_failed",
+)
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
-    """True for a CUDA (or host) allocation failure that a smaller tile may avoid."""
+    """True for an allocation failure (host or GPU, torch or ONNX Runtime) that a smaller
+    tile may avoid; any other error is left to propagate.
+
+    Only :class:`MemoryError` and CUDA's error have types of their own: a CPU tensor that
+    does not fit is a RuntimeError, and ONNX Runtime raises its own exception classes
+    (``RuntimeException``, ``Fail``), so those are recognised by their message.
+    """
     if isinstance(exc, MemoryError):
         return True
     torch = sys.modules.get("torch")  # no torch import here: tiling works for any fn
-    return torch is not None and isinstance(exc, torch.OutOfMemoryError)
+    if torch is not None and isinstance(exc, torch.OutOfMemoryError):
+        return True
+    from_ort = type(exc).__module__.startswith("onnxruntime")
+    if isinstance(exc, RuntimeError) or from_ort:
+        message = str(exc).lower()
+        return any(words in message for words in OOM_MESSAGES)
+    return False
 
 
 def _release_cached_memory() -> None:

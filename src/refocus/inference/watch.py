@@ -5,10 +5,17 @@ still be half written. A frame counts as complete only when its size and modific
 have not changed for ``settle`` seconds *and* it reads as an image (and is still unchanged
 after the read). Polling keeps this portable (network shares do not deliver file events).
 
-Every finished frame is recorded in a small ledger in the output folder, rewritten
-atomically, so a restart refocuses what arrived while the watcher was down and skips what
-is done (a frame in the ledger, or whose output is already there). Ctrl-C ends the loop
-between two writes: outputs and the ledger are never left half written.
+An output keeps its input's name and format (``a1.png`` -> ``a1.png``, ``a1.tif`` ->
+``a1.tif``, as ``refocus predict`` does), so two inputs never share an output. A frame
+that fails (unreadable for ``give_up`` seconds, refused, out of memory) is reported once,
+as it happens, and skipped; the watcher goes on with the next.
+
+Every finished frame is recorded with its size and modification time in a small ledger in
+the output folder, rewritten atomically, so a restart refocuses what arrived while the
+watcher was down and skips what is done (in the ledger with the same size and time, or
+whose output is already there); a file rewritten under a finished name is refocused
+again. Ctrl-C ends the loop between two writes: outputs and the ledger are never left half
+written.
 """
 
 from __future__ import annotations
@@ -25,12 +32,14 @@ from typing import Any
 import numpy as np
 
 from refocus.errors import RefocusError
-from refocus.images import IMAGE_SUFFIXES, atomic_output, read_plane, write_tiff
+from refocus.images import IMAGE_SUFFIXES, atomic_output, check_plane, read_image, write_like
 
 LEDGER_NAME = ".refocus-watch.json"
 LEDGER_FORMAT = 1
 
 Process = Callable[[np.ndarray], np.ndarray]
+_Process = Callable[[np.ndarray, str], np.ndarray]  # (frame, its file name) -> refocused
+Stamp = tuple[int, int]  # (size, mtime_ns): what says a file is still the same one
 
 
 @dataclass(frozen=True)
@@ -79,10 +88,15 @@ class _Pending:
     first_seen: float
     changed_at: float
 
+    @property
+    def stamp(self) -> Stamp:
+        return self.size, self.mtime_ns
+
 
 def output_path(out_dir: Path, name: str) -> Path:
-    """Where the refocused copy of input ``name`` goes (always TIFF, 16-bit data survive)."""
-    return out_dir / f"{Path(name).stem}.tif"
+    """Where the refocused copy of input ``name`` goes: the same name (and format), so
+    inputs differing only in suffix (``a1.tif``, ``a1.png``) keep one output each."""
+    return out_dir / name
 
 
 def read_ledger(out_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
@@ -107,21 +121,38 @@ def _write_ledger(out_dir: Path, done: dict[str, dict[str, Any]]) -> None:
         tmp.write_text(json.dumps({"format": LEDGER_FORMAT, "done": done}, indent=1))
 
 
-def _resolve_process(
-    model: Any, tile: int | None, overlap: int | None, device: str | None
-) -> Process:
-    if isinstance(model, str | os.PathLike):
-        from refocus.inference.refocuser import Refocuser
+def check_watch_settings(settle: float, poll: float, give_up: float,
+                         idle_timeout: float | None) -> None:
+    """Refuse timings that cannot work (a zero poll spins, negative waits mean nothing)
+    before the model is loaded, each with one line naming its command-line option."""
+    for option, value, positive in (("--settle", settle, False), ("--poll", poll, True),
+                                    ("--unreadable-after", give_up, False),
+                                    ("--idle-timeout", idle_timeout, True)):
+        if value is None or (value > 0 if positive else value >= 0):
+            continue
+        bound = "more than 0" if positive else "0 or more"
+        raise RefocusError(None, f"{option} must be {bound} seconds (got {value})")
 
-        model = Refocuser.from_file(model, device=device)
+
+def _resolve_process(model: Any, tile: int | None, overlap: int | None,
+                     device: str | None) -> _Process:
+    """``model`` (None: the default pretrained model, a name or file, a Refocuser or a
+    callable) as a function of (frame, file name), set up before the first frame so that
+    frame's latency is the microscope's, not the model loader's."""
+    from refocus.inference.refocuser import Refocuser
+
+    if model is None or isinstance(model, str | os.PathLike):
+        model = Refocuser.pretrained(model, device=device)
+    warm_up = np.zeros((64, 64), np.uint16)
+    if isinstance(model, Refocuser):
+        model.predict(warm_up, tile=tile, overlap=overlap)  # the fast variant, the tile
+        return lambda image, name: model.predict(image, tile=tile, overlap=overlap, where=name)
     predict = getattr(model, "predict", None)
     if predict is not None:
-        # one-time setup (choosing the fast variant, the tile) before the first frame,
-        # so that frame's latency is the microscope's, not the model loader's
-        predict(np.zeros((64, 64), np.uint16), tile=tile, overlap=overlap)
-        return lambda image: predict(image, tile=tile, overlap=overlap)
+        predict(warm_up, tile=tile, overlap=overlap)
+        return lambda image, _name: predict(image, tile=tile, overlap=overlap)
     if callable(model):
-        return model
+        return lambda image, _name: model(image)
     raise TypeError(f"model must be a path, a Refocuser or a callable, not {type(model).__name__}")
 
 
@@ -141,7 +172,7 @@ def _scan(in_dir: Path) -> list[os.DirEntry[str]]:
 
 def watch(
     in_dir: str | os.PathLike[str],
-    model: str | os.PathLike[str] | Process | Any,
+    model: str | os.PathLike[str] | Process | Any | None,
     out_dir: str | os.PathLike[str],
     *,
     settle: float = 0.5,
@@ -155,17 +186,24 @@ def watch(
     max_frames: int | None = None,
     idle_timeout: float | None = None,
     on_frame: Callable[[FrameResult], None] | None = None,
+    on_failure: Callable[[str, str], None] | None = None,
 ) -> WatchReport:
     """Refocus every image landing in ``in_dir`` into ``out_dir`` until stopped.
 
-    ``model`` is a model file, a loaded ``Refocuser`` (its ``predict`` is used with
-    ``tile``/``overlap``) or any ``process(array) -> array`` callable. The loop ends on
-    Ctrl-C, when ``stop`` is set, after ``max_frames`` new frames, or after
-    ``idle_timeout`` seconds with nothing new or pending. A file that is stable but still
-    unreadable after ``give_up`` seconds is reported in ``failed`` and left alone (a
-    restart tries it again). ``on_frame`` is called after each frame, e.g. to log latency.
+    ``model`` is a model file or pretrained model name (None: the default one), a loaded
+    ``Refocuser`` (its ``predict`` is used with ``tile``/``overlap``) or any
+    ``process(array) -> array`` callable. The loop ends on Ctrl-C, when ``stop`` is set,
+    after ``max_frames`` new frames, or after ``idle_timeout`` seconds with nothing new or
+    pending. A frame that fails, or is stable but still unreadable after ``give_up``
+    seconds, is reported once in ``failed`` and to ``on_failure(name, problem)`` as it
+    happens, and left alone (until it changes, or a restart tries it again).
+    ``on_frame`` is called after each frame, e.g. to log latency.
     """
+    from refocus.inference.refocuser import check_tiling
+
     in_dir, out_dir = Path(in_dir), Path(out_dir)
+    check_watch_settings(settle, poll, give_up, idle_timeout)
+    check_tiling(tile, overlap)
     if not in_dir.is_dir():
         raise RefocusError(in_dir, "input folder not found")
     if out_dir.resolve() == in_dir.resolve():
@@ -175,7 +213,7 @@ def watch(
     stop = stop or threading.Event()
     session = _Session(in_dir, out_dir, process, settle=settle, give_up=give_up,
                        overwrite=overwrite, stop=stop, max_frames=max_frames,
-                       on_frame=on_frame)
+                       on_frame=on_frame, on_failure=on_failure)
     try:
         while not stop.is_set():
             session.look()
@@ -190,19 +228,21 @@ def watch(
 
 class _Session:
     """The state of one :func:`watch` loop: the ledger, files still being written, and
-    the names settled (done, skipped or failed) in this session."""
+    the files settled (done, skipped or failed) in this session, by their size and time."""
 
-    def __init__(self, in_dir: Path, out_dir: Path, process: Process, *, settle: float,
+    def __init__(self, in_dir: Path, out_dir: Path, process: _Process, *, settle: float,
                  give_up: float, overwrite: bool, stop: threading.Event,
                  max_frames: int | None,
-                 on_frame: Callable[[FrameResult], None] | None) -> None:
+                 on_frame: Callable[[FrameResult], None] | None,
+                 on_failure: Callable[[str, str], None] | None) -> None:
         self.in_dir, self.out_dir, self.process = in_dir, out_dir, process
         self.settle, self.give_up, self.overwrite = settle, give_up, overwrite
-        self.stop, self.max_frames, self.on_frame = stop, max_frames, on_frame
+        self.stop, self.max_frames = stop, max_frames
+        self.on_frame, self.on_failure = on_frame, on_failure
         self.done = read_ledger(out_dir)
         self.report = WatchReport()
         self.pending: dict[str, _Pending] = {}
-        self.settled: set[str] = set()
+        self.settled: dict[str, Stamp] = {}
         self.last_activity = time.monotonic()
 
     def full(self) -> bool:
@@ -215,46 +255,61 @@ class _Session:
                 and time.monotonic() - self.last_activity >= timeout)
 
     def look(self) -> None:
-        """One look at the folder: skip what is done, note new and changed files."""
+        """One look at the folder: skip what is done, note new, changed and rewritten files."""
         now = time.monotonic()
         entries = _scan(self.in_dir)
         for gone in self.pending.keys() - {e.name for e in entries}:
             del self.pending[gone]  # deleted or renamed by the writer before it settled
         for entry in entries:
-            name = entry.name
-            if name in self.settled:
-                continue
-            if name in self.done or (not self.overwrite
-                                     and output_path(self.out_dir, name).exists()):
-                self.report.skipped.append(name)
-                self.settled.add(name)
-                continue
             try:
                 st = entry.stat()
             except FileNotFoundError:  # removed since the folder was listed
                 continue
+            name, stamp = entry.name, (st.st_size, st.st_mtime_ns)
+            if self.settled.get(name) == stamp:
+                continue
+            if self._finished_before(name, stamp):
+                self.settled[name] = stamp
+                continue
+            self.settled.pop(name, None)  # new, or rewritten since it was settled
             seen = self.pending.get(name)
-            if seen is None or (seen.size, seen.mtime_ns) != (st.st_size, st.st_mtime_ns):
+            if seen is None or seen.stamp != stamp:
                 first = now if seen is None else seen.first_seen
-                self.pending[name] = _Pending(st.st_size, st.st_mtime_ns, first, now)
+                self.pending[name] = _Pending(*stamp, first, now)
                 self.last_activity = now
+
+    def _finished_before(self, name: str, stamp: Stamp) -> bool:
+        """Done by an earlier session (in the ledger with this very size and time) or by
+        hand (an output not in the ledger is there); counted as skipped once."""
+        entry = self.done.get(name)
+        if entry is not None:
+            finished = (entry.get("size"), entry.get("mtime_ns")) == stamp
+        else:
+            finished = not self.overwrite and output_path(self.out_dir, name).exists()
+        if finished and name not in self.report.skipped:
+            self.report.skipped.append(name)
+        return finished
 
     def refocus_settled(self) -> None:
         """Refocus the files unchanged for ``settle`` seconds, oldest first."""
         for name, seen in sorted(self.pending.items(), key=lambda kv: (kv[1].mtime_ns, kv[0])):
             if self.stop.is_set() or self.full():
                 break
-            if seen.size == 0 or time.monotonic() - seen.changed_at < self.settle:
+            if time.monotonic() - seen.changed_at < self.settle:
                 continue
+            # an output in the ledger is ours: a rewritten input replaces it
+            overwrite = self.overwrite or name in self.done
             result = _try_frame(self.in_dir / name, seen, self.out_dir, self.process,
-                                self.overwrite, self.give_up)
+                                overwrite, self.give_up)
             if result is None:  # not complete yet after all
                 continue
             del self.pending[name]
-            self.settled.add(name)
+            self.settled[name] = seen.stamp
             self.last_activity = time.monotonic()
             if isinstance(result, str):
                 self.report.failed[name] = result
+                if self.on_failure is not None:
+                    self.on_failure(name, result)
             else:
                 self._record(seen, result)
 
@@ -268,6 +323,7 @@ class _Session:
             "process_s": round(result.process_s, 4),
         }
         _write_ledger(self.out_dir, self.done)
+        self.report.failed.pop(result.name, None)  # an earlier version failed; this one did not
         self.report.frames.append(result)
         if self.on_frame is not None:
             self.on_frame(result)
@@ -277,25 +333,43 @@ def _try_frame(
     path: Path,
     seen: _Pending,
     out_dir: Path,
-    process: Process,
+    process: _Process,
     overwrite: bool,
     give_up: float,
 ) -> FrameResult | str | None:
-    """Refocus one settled file: None if it turns out incomplete, a message if it fails."""
+    """Refocus one settled file: None if it turns out incomplete, a message if it fails.
+
+    Any failure of the refocusing itself (a refused image, out of memory, a bug) costs
+    this frame only: the watcher must keep serving the microscope.
+    """
     start = time.monotonic()
     try:
-        image = read_plane(path)
+        if seen.size == 0:
+            raise RefocusError(path, "empty file (0 bytes)")
+        image = read_image(path)
+        plane = check_plane(path, image.data)
         st = path.stat()
     except (RefocusError, OSError) as exc:
         if start - seen.changed_at >= give_up:
-            return str(exc)
+            return _problem(path, exc)
         return None
-    if (st.st_size, st.st_mtime_ns) != (seen.size, seen.mtime_ns):
+    if (st.st_size, st.st_mtime_ns) != seen.stamp:
         return None  # written to while we read it: wait for it to settle again
     wait_s = start - seen.first_seen
     try:
-        out = write_tiff(output_path(out_dir, path.name), process(image), overwrite=overwrite)
-    except RefocusError as exc:  # e.g. an image the model refuses, an output in the way
-        return str(exc)
+        refocused = np.asarray(process(plane, path.name)).reshape(image.data.shape)
+        out = write_like(image, refocused, output_path(out_dir, path.name), overwrite=overwrite)
+    except Exception as exc:  # one frame's failure, reported by the caller
+        return _problem(path, exc)
     end = time.monotonic()
     return FrameResult(path.name, out, wait_s, end - start, end - seen.first_seen)
+
+
+def _problem(path: Path, exc: Exception) -> str:
+    """One line for a failed frame (the frame's own name is said by the caller)."""
+    if isinstance(exc, RefocusError):
+        return exc.problem if exc.where in (None, str(path)) else str(exc)
+    if isinstance(exc, OSError):
+        return f"cannot read ({exc.strerror or exc})"
+    first = (str(exc).splitlines() or [""])[0]
+    return f"failed ({type(exc).__name__}: {first})"

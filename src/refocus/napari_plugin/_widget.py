@@ -1,8 +1,10 @@
 """The *Refocus* dock widget: model file + image layer in, refocused layer out.
 
-Prediction runs in a worker thread (napari's ``thread_worker``) so the viewer stays
-responsive; the worker reports progress plane by plane and the result arrives as a new
-layer beside the original, with the same scale and position.
+With no model file chosen, the default pretrained model (:mod:`refocus.zoo`) is used when
+one is registered, so a first try needs no trained model of one's own. Prediction runs in
+a worker thread (napari's ``thread_worker``) so the viewer stays responsive; the worker
+reports progress plane by plane and the result arrives as a new layer beside the
+original, with the same scale and position.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ Progress = tuple[int, int]
 
 
 def refocus_planes(
-    refocuser: Refocuser, data: np.ndarray, tile: int
+    refocuser: Refocuser, data: np.ndarray, tile: int, name: str | None = None
 ) -> Generator[Progress, None, np.ndarray]:
     """Refocus every 2-D plane of ``data`` (last two axes Y, X), yielding (done, total).
 
     Plane by plane keeps memory flat for long stacks and gives the progress bar real steps;
-    each plane is predicted in ``tile``-pixel tiles. Returns an array shaped like ``data``.
+    each plane is predicted in ``tile``-pixel tiles. Returns an array shaped like ``data``;
+    ``name`` (the layer's) names it in warnings.
     """
     data = np.asarray(data)
     if data.ndim < 2:
@@ -37,25 +40,41 @@ def refocus_planes(
     leading = list(np.ndindex(data.shape[:-2]))
     yield 0, len(leading)
     for done, index in enumerate(leading, start=1):
-        out[index] = refocuser.predict(data[index], tile=tile)
+        out[index] = refocuser.predict(data[index], tile=tile, where=name)
         yield done, len(leading)
     return out
 
 
+def default_model_name() -> str | None:
+    """The registered default pretrained model's name, None when there is none."""
+    from refocus.errors import RefocusError
+    from refocus.zoo import default_model
+
+    try:
+        return default_model().name
+    except RefocusError:
+        return None
+
+
 class RefocusWidget(Container):
-    """Choose a model file and an image layer; *Refocus* adds ``<layer> refocused``."""
+    """Choose a model file (or keep the default model) and an image layer; *Refocus* adds
+    ``<layer> refocused``."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self._viewer = viewer
-        self._loaded: tuple[tuple[Path, int], Refocuser] | None = None
-        self.model_file = FileEdit(label="Model file", mode="r", filter="*.pt")
+        self._loaded: tuple[tuple[object, ...], Refocuser] | None = None
+        default = default_model_name()
+        self.model_file = FileEdit(label="Model file", mode="r", filter="*.pt", tooltip=(
+            f"Empty: the default pretrained model {default!r}." if default else
+            "A trained model file (model.pt)."))
         # napari calls reset_choices when layers change; the list comes from our viewer
         self.image_layer = ComboBox(label="Image", choices=self._image_layers)
         self.tile = SpinBox(label="Tile (px)", value=512, min=64, max=4096, step=32,
                             tooltip="Tile size; smaller tiles use less memory.")
         self.run_button = PushButton(text="Refocus")
         self.progress = ProgressBar(label="Progress", value=0, min=0, max=1)
-        self.status = Label(value="Choose a model file and an image layer.")
+        self.status = Label(value=f"Choose an image layer (model: {default!r}, or a file)."
+                            if default else "Choose a model file and an image layer.")
         super().__init__(widgets=[self.model_file, self.image_layer, self.tile,
                                   self.run_button, self.progress, self.status])
         self.run_button.changed.connect(self.start)
@@ -66,22 +85,37 @@ class RefocusWidget(Container):
 
         return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image)]
 
-    def _refocuser(self, path: Path) -> Refocuser:
-        """Load the model once per file version; reloading costs seconds per click."""
+    def _refocuser(self, model: Path | str) -> Refocuser:
+        """Load the model once per file version (or pretrained name); reloading costs
+        seconds per click."""
         from refocus.inference.refocuser import Refocuser
 
-        key = (path.resolve(), path.stat().st_mtime_ns)
+        if isinstance(model, str):
+            key: tuple[object, ...] = ("pretrained", model)
+        else:
+            key = (model.resolve(), model.stat().st_mtime_ns)
         if self._loaded is None or self._loaded[0] != key:
-            self._loaded = (key, Refocuser.from_file(path))
+            loaded = (Refocuser.pretrained(model) if isinstance(model, str)
+                      else Refocuser.from_file(model))
+            self._loaded = (key, loaded)
         return self._loaded[1]
+
+    def _chosen_model(self) -> Path | str | None:
+        """The chosen model file, else the default pretrained model's name, else None."""
+        path = self.model_file.value
+        if path and str(path) not in ("", ".") and Path(path).is_file():
+            return Path(path)
+        if path and str(path) not in ("", "."):
+            return None  # a file was named but is not there: never fall back silently
+        return default_model_name()
 
     def start(self) -> None:
         """Refocus the chosen layer in a worker thread (the button's action)."""
         from napari.qt.threading import thread_worker
 
         layer = self.image_layer.value
-        path = self.model_file.value
-        if layer is None or not path or not Path(path).is_file():
+        model = self._chosen_model()
+        if layer is None or model is None:
             self.status.value = "Choose an existing model file and an image layer first."
             return
         if layer.rgb or layer.multiscale:
@@ -91,8 +125,9 @@ class RefocusWidget(Container):
         tile = self.tile.value  # read widgets here, in the GUI thread
 
         def job() -> Generator[Progress, None, np.ndarray]:
-            refocuser = self._refocuser(Path(path))
-            return (yield from refocus_planes(refocuser, np.asarray(layer.data), tile))
+            refocuser = self._refocuser(model)
+            return (yield from refocus_planes(refocuser, np.asarray(layer.data), tile,
+                                              layer.name))
 
         self.run_button.enabled = False
         self.status.value = f"Refocusing {layer.name}..."

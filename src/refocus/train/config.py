@@ -16,12 +16,17 @@ from typing import Any
 from refocus.archs import ARCHITECTURES, Architecture
 from refocus.archs.padding import MULTIPLE
 from refocus.data.bbbc006 import BEST_FOCUS_Z, TRAIN_Z, check_z
+from refocus.data.in_focus import NAME as IN_FOCUS
+from refocus.data.in_focus import PROTOCOLS
 from refocus.data.pairs import LAYOUTS
 from refocus.errors import RefocusError
 from refocus.loss import LOSSES
 
 #: Fields that only say how to run (a resumed run may change them).
 RUNTIME_FIELDS = ("device", "workers", "overwrite", "resume")
+#: What ``--select-by`` may choose the best epoch by, and its worst value (PSNR: higher is
+#: better; L1: lower, and not swamped, as a mean PSNR is, by crops that are already in focus).
+SELECT = {"val_psnr": -float("inf"), "val_l1": float("inf")}
 #: The default ``weights``: the architecture's own pretrained part, where it has one.
 PRETRAINED = "imagenet"
 
@@ -37,6 +42,10 @@ class TrainConfig:
 
     ``arch`` is any name in :data:`refocus.archs.ARCHITECTURES` and ``arch_args`` its
     builder's keyword arguments (``{"self_attention": True}`` for the ResNet U-Nets).
+    ``synthetic`` is the simulation protocol of the ``in-focus`` layout (pairs made on the
+    fly from in-focus fields); ``recipe`` names the recipe the settings came from;
+    ``init`` is a refocus model (file or pretrained name) of the same architecture to
+    fine-tune, instead of starting from ``weights``.
     """
 
     data: str
@@ -47,6 +56,10 @@ class TrainConfig:
     channel: str = "w1"
     arch: str = "resnet34"
     arch_args: dict[str, Any] = field(default_factory=dict)
+    synthetic: str = "both-sides"
+    recipe: str | None = None
+    init: str | None = None
+    select_by: str = "psnr"
     weights: str | None = PRETRAINED
     loss: str = "feature"
     vgg_weights: str | None = "imagenet"
@@ -121,6 +134,10 @@ class TrainConfig:
 
     def _check_data(self) -> None:
         LAYOUTS.get(self.layout, "--layout")
+        if self.layout == IN_FOCUS:
+            PROTOCOLS.get(self.synthetic, "--synthetic")
+        if f"val_{self.select_by}" not in SELECT:
+            raise RefocusError(None, f"--select-by: choose psnr or l1, not {self.select_by!r}")
         if self.layout == "bbbc006":
             if not self.input_z:
                 raise RefocusError(None, "--input-z needs at least one plane")
@@ -146,6 +163,8 @@ class TrainConfig:
     def pretrained(self) -> bool:
         """Whether the network starts from pretrained weights (an architecture without a
         pretrained part trains from scratch even with the default ``weights``)."""
+        if self.init is not None:
+            return False  # fine-tuning a whole trained network: nothing to protect by freezing
         return self.weights is not None and self.architecture.load_pretrained is not None
 
     @property

@@ -18,6 +18,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from refocus.data import PercentileNormalizer, build_pairs, split_pairs
 from refocus.data.dataset import CropDataset
+from refocus.data.in_focus import NAME as IN_FOCUS
+from refocus.data.in_focus import PROTOCOLS
+from refocus.data.synthetic import SyntheticPairs
 from refocus.errors import RefocusError
 from refocus.train.config import TrainConfig
 from refocus.train.distributed import DistContext
@@ -34,7 +37,7 @@ class TrainData:
     ctx: DistContext
     normalizer: PercentileNormalizer
     provenance: dict[str, Any]
-    train_set: CropDataset
+    train_set: CropDataset | SyntheticPairs
     val_loader: DataLoader
     loader_kw: dict[str, Any]
     steps: int  # per epoch and process
@@ -64,12 +67,7 @@ def prepare_data(
     """Split the pairs, build the crop datasets and decode every plane once."""
     splits, provenance = split_data(config)
     normalizer = PercentileNormalizer()
-    train_set = CropDataset(
-        splits["train"], normalizer, config.size, config.crops_per_pair, True, config.seed
-    )
-    val_set = CropDataset(
-        splits["val"], normalizer, config.size, config.val_crops, False, config.seed
-    )
+    train_set, val_set = make_datasets(config, splits, normalizer)
     cuda = device.type == "cuda"
     workers = config.workers if config.workers is not None else (GPU_WORKERS if cuda else 0)
     loader_kw: dict[str, Any] = {"num_workers": workers, "pin_memory": cuda}
@@ -79,10 +77,35 @@ def prepare_data(
         msg = f"only {len(train_set)} training crops for --batch {config.batch}{on}"
         raise RefocusError(config.data, msg)
     for dataset in (train_set, val_set):
+        if isinstance(dataset, SyntheticPairs):
+            dataset.warm_up()  # every PSF and table entry now, before workers fork
+            continue
         for pair in track(dataset.pairs, "reading images", console=console, transient=True):
             dataset.planes(pair)
     val_loader = DataLoader(val_set, batch_size=config.batch, **loader_kw)
     return TrainData(config, ctx, normalizer, provenance, train_set, val_loader, loader_kw, steps)
+
+
+def make_datasets(config: TrainConfig, splits: dict[str, list], normalizer: PercentileNormalizer
+                  ) -> tuple[CropDataset | SyntheticPairs, CropDataset | SyntheticPairs]:
+    """Training and validation crops: read from pairs of files, or (the ``in-focus``
+    layout) simulated on the fly from in-focus fields with the ``--synthetic`` protocol."""
+    if config.layout != IN_FOCUS:
+        return (
+            CropDataset(splits["train"], normalizer, config.size, config.crops_per_pair, True,
+                        config.seed),
+            CropDataset(splits["val"], normalizer, config.size, config.val_crops, False,
+                        config.seed),
+        )
+    protocol = PROTOCOLS.get(config.synthetic, "--synthetic")()
+
+    def synthetic(split: str, crops: int, augment: bool) -> SyntheticPairs:
+        fields = [p.target for p in splits[split]]
+        return SyntheticPairs(fields, protocol, normalizer, config.size, crops, augment,
+                              config.seed)
+
+    return synthetic("train", config.crops_per_pair, True), synthetic("val", config.val_crops,
+                                                                        False)
 
 
 def split_data(config: TrainConfig) -> tuple[dict[str, list], dict[str, Any]]:
@@ -102,6 +125,7 @@ def split_data(config: TrainConfig) -> tuple[dict[str, list], dict[str, Any]]:
     provenance: dict[str, Any] = {
         "data": str(Path(config.data).resolve()),
         "layout": config.layout,
+        **({"synthetic": config.synthetic} if config.layout == IN_FOCUS else {}),
         "split_seed": config.seed,
         "fractions": [float(f) for f in fractions],
         "groups": {k: sorted({p.group for p in v}) for k, v in splits.items()},

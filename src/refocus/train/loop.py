@@ -34,12 +34,13 @@ from refocus.device import select_device
 from refocus.errors import RefocusError
 from refocus.loss import build_loss
 from refocus.modelfile import replace_history, save_model
-from refocus.train.config import TrainConfig
+from refocus.train.config import SELECT, TrainConfig
 from refocus.train.data import prepare_data
 from refocus.train.distributed import DistContext, StopRequest, autocast_dtype, dist_context, wrap
 from refocus.train.schedule import Stage, make_optimizer, stages
 from refocus.train.state import (
     check_outputs,
+    initial_weights,
     last_path,
     rng_state,
     seed_everything,
@@ -110,6 +111,7 @@ class _Run:
             "world_size": ctx.world,
             "torch": str(torch.__version__),
         }
+        self.select = f"val_{config.select_by}"
         self.start(checkpoint)
         self.stop = StopRequest()
         self.progress = _progress(self.console, ctx.main)
@@ -122,6 +124,8 @@ class _Run:
         self.model = build_network(self.spec)
         if checkpoint:
             self.model.load_state_dict(checkpoint["state_dict"])
+        elif config.init is not None:
+            self.model.load_state_dict(initial_weights(config.init, self.spec))
         elif config.pretrained:
             load = config.architecture.load_pretrained
             assert load is not None  # config.pretrained says so
@@ -140,7 +144,7 @@ class _Run:
             scores = self.validate()
             baseline = evaluate(lambda x: x, self.data.val_loader, self.device, None, "input")
             self.history: list[dict[str, Any]] = [{"epoch": 0, **scores, **baseline}]
-            self.best: dict[str, Any] = {"epoch": 0, "val_psnr": -float("inf")}
+            self.best: dict[str, Any] = {"epoch": 0, self.select: SELECT[self.select]}
         else:
             self.state = checkpoint["training_state"]
             self.history = list(checkpoint["history"])
@@ -311,8 +315,9 @@ class _Run:
             f"SSIM {entry['val_ssim']:.3f}",
             highlight=False,
         )
-        if entry["val_psnr"] > self.best["val_psnr"]:
-            self.best = {"epoch": epoch + 1, "val_psnr": entry["val_psnr"]}
+        worst = SELECT[self.select]
+        if (entry[self.select] - self.best[self.select]) * (-1 if worst > 0 else 1) > 0:
+            self.best = {"epoch": epoch + 1, self.select: entry[self.select]}
             self.save(self.out)
         self.checkpoint(epoch + 1, 0, torch.zeros(0), 0.0)
         if self.stop.agreed(self.ctx, self.device):

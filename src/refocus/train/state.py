@@ -18,6 +18,7 @@ import torch
 from refocus.errors import RefocusError
 from refocus.modelfile import read_model_file
 from refocus.train.config import TrainConfig
+from refocus.zoo import resolve_model
 
 
 def last_path(out: str | os.PathLike[str]) -> Path:
@@ -99,3 +100,14 @@ def _resumable(config: TrainConfig, last: Path) -> dict[str, Any]:
             f"and is now {now[k]!r}",
         )
     return checkpoint
+
+
+def initial_weights(init: str, spec: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights of the model ``init`` (a file or a pretrained name) to fine-tune, refused
+    unless it was built exactly as this run's network (architecture and its arguments)."""
+    path = resolve_model(init)
+    payload = read_model_file(path)
+    if payload["arch"] != spec:
+        raise RefocusError(path, f"--init: this model is {payload['arch']!r}, the run trains "
+                                 f"{spec!r} (give the same --arch and its settings)")
+    return payload["state_dict"]
