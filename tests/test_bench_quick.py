@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from refocus.inference.backends import (
+    GRAPHS,
     TOLERANCE,
     build_variant,
     default_variant,
@@ -80,8 +81,8 @@ def tiny_model(tiny_model_path: Path) -> torch.nn.Module:
     return load_model(tiny_model_path).model
 
 
-# onnxruntime is checked by the quick benchmark above (its export takes half a minute)
-@pytest.mark.parametrize("variant", [v for v in QUICK_VARIANTS if v != "onnxruntime"])
+# the ONNX Runtime variants are checked by the quick benchmark above (export takes a while)
+@pytest.mark.parametrize("variant", [v for v in QUICK_VARIANTS if v not in GRAPHS])
 def test_variant_agrees_with_eager_fp32(tiny_model: torch.nn.Module, variant: str) -> None:
     x = probe_image("cpu", (80, 112))  # not a multiple of 32: the padding path too
     eager = build_variant(tiny_model, "cpu", "eager")(x)
@@ -93,13 +94,17 @@ def test_variant_agrees_with_eager_fp32(tiny_model: torch.nn.Module, variant: st
         assert error > 0  # it really computed in reduced precision
 
 
-def test_prepare_for_inference_takes_the_measured_default_without_falling_back(
-    tiny_model: torch.nn.Module,
+def test_prepare_for_inference_takes_the_unmeasured_default_without_falling_back(
+    tiny_model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Without a cache nothing is measured (test_backends_cache.py covers measuring): the
+    static default must still pass its probe check."""
+    monkeypatch.setenv("REFOCUS_NO_CACHE", "1")
     x = probe_image("cpu", (64, 64))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a numerics fallback warns
         fast = prepare_for_inference(tiny_model, "cpu")
+    assert fast.variant == default_variant("cpu")
     reference = prepare_for_inference(tiny_model, "cpu", mode="eager")(x)
     assert relative_error(fast(x), reference) <= TOLERANCE[default_variant("cpu")]
     assert not tiny_model.training  # the caller's model is left in eval mode, unconverted
@@ -116,7 +121,7 @@ def test_a_variant_that_disagrees_is_refused_for_eager() -> None:
     with pytest.warns(UserWarning, match="using eager fp32"):
         predictor = prepare_for_inference(Broken(), "cpu", mode="bf16")
     x = probe_image("cpu", (32, 32))
-    assert torch.equal(predictor(x), x)
+    assert torch.equal(predictor(x), x) and predictor.variant == "eager"
 
 
 def test_cuda_is_skipped_cleanly_without_a_gpu() -> None:
@@ -134,5 +139,8 @@ def test_auto_without_onnxruntime_falls_back_by_hardware(monkeypatch: pytest.Mon
     monkeypatch.setattr(backends, "onnxruntime_available", lambda: False)
     expected = "bf16" if backends.cpu_has_native_bf16() else "eager"
     assert default_variant("cpu") == expected
+    assert backends.fp32_baseline("cpu") == "eager"  # what bf16 is measured against
+    assert "int8" not in backends.cpu_candidates()
     monkeypatch.setattr(backends, "cpu_has_native_bf16", lambda: False)
     assert default_variant("cpu") == "eager"  # emulated bf16 is slower than fp32
+    assert backends.cpu_candidates() == []

@@ -268,3 +268,6 @@ def test_without_a_default_model_it_is_one_line(no_default_model, tiny_model_pat
     code, _, stderr = run_cli(capsys, "predict", tiny_model_path, z00_files[0], "--model",
                               tiny_model_path, "--out", tmp_path / "out")
     assert code == 2 and "is a model file, not an image" in stderr
+    code, _, stderr = run_cli(capsys, "predict", tmp_path / "typo.pt", z00_files[0],
+                              "--out", tmp_path / "out")
+    assert code == 2 and "typo.pt: model file not found" in stderr

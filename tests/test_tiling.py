@@ -141,6 +141,39 @@ def test_out_of_memory_halves_the_tile_and_goes_on(field, caplog):
     np.testing.assert_allclose(out, as_fn(net)(field), atol=1e-5)
 
 
+def _ort_error(kind: str, message: str) -> Exception:
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    return getattr(state, kind)(message)
+
+
+CPU_FAILURES = {
+    "torch": lambda: RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. "
+                                  "DefaultCPUAllocator: can't allocate memory: you tried to "
+                                  "allocate 4294967296 bytes. Error code 12"),
+    "ort-arena": lambda: _ort_error("RuntimeException", "[ONNXRuntimeError] : 6 : "
+                                    "RUNTIME_EXCEPTION : BFCArena::AllocateRawInternal Failed "
+                                    "to allocate memory for requested buffer of size 8388608"),
+    "ort-fail": lambda: _ort_error("Fail", "[ONNXRuntimeError] : 1 : FAIL : bad allocation"),
+    "numpy": lambda: MemoryError("Unable to allocate 64.0 MiB for an array"),
+}
+
+
+@pytest.mark.parametrize("failure", sorted(CPU_FAILURES))
+def test_cpu_allocation_failures_halve_the_tile_too(field, failure):
+    net = conv_net(layers=3)
+
+    def fn(t):
+        if max(t.shape) > 200:
+            raise CPU_FAILURES[failure]()
+        return as_fn(net)(t)
+
+    shrunk: list[int] = []
+    out = predict_tiled(fn, field, tile=2048, overlap=24, align=32, on_shrink=shrunk.append)
+    assert shrunk == [320, 160]
+    np.testing.assert_allclose(out, as_fn(net)(field), atol=1e-5)
+
+
 def test_other_errors_are_not_swallowed(field):
     def fn(t):
         raise RuntimeError("bad weights")

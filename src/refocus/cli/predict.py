@@ -26,7 +26,7 @@ def predict_cmd(
                   "argument; use --model.)"),
     out: Path = typer.Option(..., "--out", help="Output folder; each output keeps its "
                                                 "input's name and format."),
-    model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
+    model: str | None = typer.Option(None, "--model", metavar="NAME|FILE", help=MODEL_HELP),
     tile: int | None = typer.Option(
         None, help="Tile size in pixels, at least 64 (default: the largest that fits free "
                    "memory; larger than the image = whole-image prediction)."),
@@ -75,7 +75,9 @@ def predict_cmd(
 def model_and_inputs(model: str | None, inputs: list[str]) -> tuple[str | None, list[str]]:
     """The model and the images: ``--model``, or (the older form, kept working) a model
     file given as the first argument; a model file among the images is a mistake."""
-    if model is None and inputs and _is_model_file(inputs[0]):
+    if model is None and inputs and inputs[0].lower().endswith(".pt"):
+        if not _is_model_file(inputs[0]):
+            raise RefocusError(inputs[0], "model file not found")
         model, inputs = inputs[0], inputs[1:]
     stray = [i for i in inputs if _is_model_file(i)]
     if stray:

@@ -46,6 +46,19 @@ def train_cmd(
         None, "--data", help="BBBC006 folder, a folder with input/ and target/, or (layout "
         "in-focus) a folder of in-focus fields; a --recipe brings its own."
     ),
+    zstacks: list[Path] | None = typer.Option(
+        None, "--zstacks", metavar="PATH...", help="Instead of --data: z-stacks through focus (3-D TIFF, "
+        "OME-TIFF, OME-Zarr, folders of *_zNN planes, or folders of them), two or more; each "
+        "stack's best-focus plane is the target of its other planes."
+    ),
+    z_step_um: float | None = typer.Option(
+        None, "--z-step-um", help="Z spacing of stacks whose files state none (um)."),
+    focus_plane: int | None = typer.Option(
+        None, "--focus-plane", help="The in-focus plane of every stack (0-based), instead of "
+        "the one the focus estimator finds."),
+    max_defocus_um: float | None = typer.Option(
+        None, "--max-defocus-um", help="Planes up to this far from a stack's focus plane are "
+        "training inputs (um; default 32, the shipped model's range)."),
     out: Path = typer.Option(
         ..., "--out", help="Model file for the best epoch; the last epoch goes to NAME.last.pt."
     ),
@@ -58,7 +71,9 @@ def train_cmd(
     target_z: int = typer.Option(
         BEST_FOCUS_Z, "--target-z", help="In-focus plane used as the target."
     ),
-    channel: str = typer.Option("w1", help="BBBC006 channel (w1 nuclei, w2 actin)."),
+    channel: str | None = typer.Option(
+        None, help="BBBC006 channel (w1 nuclei, the default; w2 actin), or the channel (name "
+                   "or index) of multi-channel z-stacks."),
     arch: str = typer.Option("resnet34", help="Network (the method uses resnet34)."),
     recipe: str | None = typer.Option(
         None, help="Start from a registered recipe's settings (e.g. the shipped model's); "
@@ -114,8 +129,9 @@ def train_cmd(
 
 def config_settings(ctx: typer.Context) -> dict[str, Any]:
     """The command's options as :class:`~refocus.train.TrainConfig` settings: every option
-    is a setting of the same name except the four mapped here. With ``--recipe``, the
-    recipe's settings stand wherever an option was not given on the command line."""
+    is a setting of the same name except those mapped here (options not given are left
+    to the config's defaults). With ``--recipe``, the recipe's settings stand wherever an
+    option was not given on the command line."""
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in ctx.params.items()}
     given = given_on_command_line(ctx)
     if settings.pop("no_pretrained"):
@@ -126,22 +142,32 @@ def config_settings(ctx: typer.Context) -> dict[str, Any]:
         settings["weights"] = settings["weights"] or "imagenet"
     settings["vgg_weights"] = settings["vgg_weights"] or "imagenet"
     settings["arch_args"] = {"self_attention": True} if settings.pop("self_attention") else {}
-    z = list(settings["input_z"]) or None  # click gives () when the option is not given
-    settings["input_z"] = plane_numbers(z, ctx.args, "--input-z", TRAIN_Z)
+    z = list(settings["input_z"] or ()) or None  # click gives () when it is not given
+    # a list option takes one value: the rest arrive as extra arguments (--zstacks a b c)
+    stacks = [*map(str, settings.pop("zstacks") or ())]
+    extra_z = [] if stacks else list(ctx.args)
+    settings["input_z"] = plane_numbers(z, extra_z, "--input-z", TRAIN_Z)
     given |= {"weights"} if given & {"no_pretrained"} else set()
     given |= {"arch_args"} if "self_attention" in given else set()
-    given |= {"input_z"} if ctx.args else set()
-    if settings["data"] is None:
-        del settings["data"]  # required, unless a recipe brings it
+    given |= {"input_z"} if extra_z else set()
+    if stacks:
+        settings["zstacks"] = [*stacks, *ctx.args]
+    for name in ("data", "max_defocus_um", "channel"):
+        if settings[name] is None:
+            del settings[name]  # data: needed unless --zstacks or a recipe brings it
     return with_recipe(settings, given)
 
 
 def with_recipe(settings: dict[str, Any], given: set[str]) -> dict[str, Any]:
-    """``settings`` over the named recipe's (only those given on the command line win)."""
+    """``settings`` over the named recipe's (only those given on the command line win);
+    with ``--zstacks`` the recipe's data (its folder, layout and protocol) is left out."""
     if settings.get("recipe") is None:
         return settings
     from refocus.train.recipes import RECIPES
 
     merged = RECIPES.get(settings["recipe"], "--recipe").settings()
+    if settings.get("zstacks"):
+        for name in ("data", "layout", "synthetic"):
+            merged.pop(name, None)
     merged.update({k: v for k, v in settings.items() if k in given or k not in merged})
     return merged

@@ -15,7 +15,7 @@ def watch_cmd(
     in_dir: Path = typer.Argument(..., help="Folder the acquisition software writes into."),
     out: Path = typer.Option(..., "--out", help="Folder for the refocused images (each keeps "
                                                 "its input's name and format)."),
-    model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
+    model: str | None = typer.Option(None, "--model", metavar="NAME|FILE", help=MODEL_HELP),
     settle: float = typer.Option(
         0.5, help="Seconds a file's size must stay unchanged before it counts as written."),
     poll: float = typer.Option(0.1, help="Seconds between looks at the folder."),

@@ -339,6 +339,9 @@ def prepare_for_inference(
     in fp16) is refused with a warning and eager fp32 is used instead.
     """
     device = torch.device(device)
+    if mode != "auto" and mode not in variants_for(device):
+        raise ValueError(f"variant {mode!r} does not run on {device.type} "
+                         f"(choose from auto, {', '.join(variants_for(device))})")
     model = model.to(device).eval()
     cpu = device.type == "cpu"
     store = ModelCache(model) if cpu and (mode == "auto" or mode in GRAPHS) else None

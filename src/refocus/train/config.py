@@ -29,6 +29,13 @@ RUNTIME_FIELDS = ("device", "workers", "overwrite", "resume")
 SELECT = {"val_psnr": -float("inf"), "val_l1": float("inf")}
 #: The default ``weights``: the architecture's own pretrained part, where it has one.
 PRETRAINED = "imagenet"
+#: The BBBC006 channel file layouts use when ``channel`` is not given (nuclei).
+DEFAULT_CHANNEL = "w1"
+#: Planes at most this far from a z-stack's focus plane are training inputs by default: the
+#: range the shipped model was trained on (BBBC006 z=0..32, 2 um apart, focus at z=16).
+MAX_DEFOCUS_UM = 32.0
+#: Settings that only z-stack training (``zstacks``) reads.
+ZSTACK_FIELDS = ("z_step_um", "focus_plane")
 
 
 def _option(name: str) -> str:
@@ -46,14 +53,24 @@ class TrainConfig:
     fly from in-focus fields); ``recipe`` names the recipe the settings came from;
     ``init`` is a refocus model (file or pretrained name) of the same architecture to
     fine-tune, instead of starting from ``weights``.
+
+    ``zstacks`` (instead of ``data``): z-stack files or folders of them
+    (:mod:`refocus.train.zstacks`); each stack's best-focus plane (or ``focus_plane``) is
+    the target of every plane within ``max_defocus_um``; ``z_step_um`` is used where a
+    stack states no z spacing. ``channel``: the BBBC006 channel (default ``w1``), or a
+    multi-channel stack's channel (name or index; None for single-channel stacks).
     """
 
-    data: str
-    out: str
+    data: str | None = None
+    out: str = field(kw_only=True)
     layout: str = "bbbc006"
     input_z: list[int] = field(default_factory=lambda: list(TRAIN_Z))
     target_z: int = BEST_FOCUS_Z
-    channel: str = "w1"
+    channel: str | None = None
+    zstacks: list[str] = field(default_factory=list)
+    z_step_um: float | None = None
+    focus_plane: int | None = None
+    max_defocus_um: float = MAX_DEFOCUS_UM
     arch: str = "resnet34"
     arch_args: dict[str, Any] = field(default_factory=dict)
     synthetic: str = "both-sides"
@@ -90,9 +107,8 @@ class TrainConfig:
                 f"unknown training setting(s) {', '.join(unknown)} "
                 f"(known: {', '.join(f.name for f in fields(cls))})",
             )
-        missing = [name for name in ("data", "out") if name not in settings]
-        if missing:
-            raise RefocusError(None, f"training needs {' and '.join(map(_option, missing))}")
+        if "out" not in settings:
+            raise RefocusError(None, "training needs --out")
         return cls(**settings)
 
     def __post_init__(self) -> None:
@@ -133,6 +149,16 @@ class TrainConfig:
             )
 
     def _check_data(self) -> None:
+        if self.zstacks:
+            self._check_zstacks()
+            return
+        if self.data is None:
+            raise RefocusError(None, "training needs --data (or --zstacks, --recipe)")
+        for name in ZSTACK_FIELDS:
+            if getattr(self, name) is not None:
+                raise RefocusError(None, f"{_option(name)} applies to --zstacks only")
+        if self.channel is None:
+            self.channel = DEFAULT_CHANNEL
         LAYOUTS.get(self.layout, "--layout")
         if self.layout == IN_FOCUS:
             PROTOCOLS.get(self.synthetic, "--synthetic")
@@ -144,6 +170,20 @@ class TrainConfig:
             for z in self.input_z:
                 check_z("--input-z", z)
             check_z("--target-z", self.target_z)
+
+    def _check_zstacks(self) -> None:
+        if self.data is not None:
+            raise RefocusError(None, "--data and --zstacks exclude each other (the z-stacks "
+                                     "are the data)")
+        if self.layout != "bbbc006":  # the default: the layout was not asked for
+            raise RefocusError(None, f"--layout {self.layout} does not apply to --zstacks")
+        if self.z_step_um is not None and not self.z_step_um > 0:
+            raise RefocusError(None, f"--z-step-um must be positive, got {self.z_step_um}")
+        if self.focus_plane is not None and self.focus_plane < 0:
+            raise RefocusError(None, f"--focus-plane must be 0 or more, got {self.focus_plane}")
+        if not self.max_defocus_um > 0:
+            raise RefocusError(None, f"--max-defocus-um must be positive, got "
+                                     f"{self.max_defocus_um}")
 
     def _check_network(self) -> None:
         arch = self.architecture
@@ -198,12 +238,18 @@ class TrainConfig:
         d = asdict(self)
         for key in RUNTIME_FIELDS:
             d.pop(key)
-        d["data"] = str(Path(self.data).resolve())
+        d["data"] = None if self.data is None else str(Path(self.data).resolve())
+        if self.zstacks:
+            d["zstacks"] = [str(Path(p).resolve()) for p in self.zstacks]
+        else:  # a file layout's settings stay those of runs from before z-stacks (resume)
+            for name in ("zstacks", "max_defocus_um", *ZSTACK_FIELDS):
+                d.pop(name)
         d["out"] = str(Path(self.out).resolve())
         d["input_z"] = [int(z) for z in self.input_z]
         d["fractions"] = [float(f) for f in self.fractions]
         d["arch_args"] = {k: v for k, v in self.network_spec().items() if k != "arch"}
         d["weights"] = self.weights if self.pretrained else None
         d["frozen_epochs"] = self.n_frozen
-        d["channels"] = [self.channel]  # what prediction picks from multi-channel input
+        # what prediction picks from multi-channel input
+        d["channels"] = [self.channel] if self.channel is not None else []
         return d

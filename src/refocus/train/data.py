@@ -20,10 +20,12 @@ from refocus.data import PercentileNormalizer, build_pairs, split_pairs
 from refocus.data.dataset import CropDataset
 from refocus.data.in_focus import NAME as IN_FOCUS
 from refocus.data.in_focus import PROTOCOLS
+from refocus.data.stack_dataset import StackCrops
 from refocus.data.synthetic import SyntheticPairs
 from refocus.errors import RefocusError
 from refocus.train.config import TrainConfig
 from refocus.train.distributed import DistContext
+from refocus.train.zstacks import split_stacks
 
 #: Data-loading processes when ``--workers`` is not given.
 GPU_WORKERS = 4
@@ -37,7 +39,7 @@ class TrainData:
     ctx: DistContext
     normalizer: PercentileNormalizer
     provenance: dict[str, Any]
-    train_set: CropDataset | SyntheticPairs
+    train_set: CropDataset | SyntheticPairs  # StackCrops is a CropDataset
     val_loader: DataLoader
     loader_kw: dict[str, Any]
     steps: int  # per epoch and process
@@ -65,7 +67,7 @@ def prepare_data(
     config: TrainConfig, ctx: DistContext, device: torch.device, console: Console
 ) -> TrainData:
     """Split the pairs, build the crop datasets and decode every plane once."""
-    splits, provenance = split_data(config)
+    splits, provenance = split_stacks(config, console) if config.zstacks else split_data(config)
     normalizer = PercentileNormalizer()
     train_set, val_set = make_datasets(config, splits, normalizer)
     cuda = device.type == "cuda"
@@ -88,14 +90,15 @@ def prepare_data(
 
 def make_datasets(config: TrainConfig, splits: dict[str, list], normalizer: PercentileNormalizer
                   ) -> tuple[CropDataset | SyntheticPairs, CropDataset | SyntheticPairs]:
-    """Training and validation crops: read from pairs of files, or (the ``in-focus``
-    layout) simulated on the fly from in-focus fields with the ``--synthetic`` protocol."""
-    if config.layout != IN_FOCUS:
+    """Training and validation crops: read from pairs of files or planes of z-stacks, or
+    (the ``in-focus`` layout) simulated on the fly from in-focus fields with the
+    ``--synthetic`` protocol."""
+    if config.zstacks or config.layout != IN_FOCUS:
+        crops = StackCrops if config.zstacks else CropDataset
         return (
-            CropDataset(splits["train"], normalizer, config.size, config.crops_per_pair, True,
-                        config.seed),
-            CropDataset(splits["val"], normalizer, config.size, config.val_crops, False,
-                        config.seed),
+            crops(splits["train"], normalizer, config.size, config.crops_per_pair, True,
+                  config.seed),
+            crops(splits["val"], normalizer, config.size, config.val_crops, False, config.seed),
         )
     protocol = PROTOCOLS.get(config.synthetic, "--synthetic")()
 
@@ -110,6 +113,7 @@ def make_datasets(config: TrainConfig, splits: dict[str, list], normalizer: Perc
 
 def split_data(config: TrainConfig) -> tuple[dict[str, list], dict[str, Any]]:
     """The seeded split by well (or file) and the provenance the model file records."""
+    assert config.data is not None and config.channel is not None  # set without zstacks
     pairs = build_pairs(
         config.data, config.layout, config.input_z, config.target_z, (config.channel,)
     )

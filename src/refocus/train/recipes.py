@@ -34,7 +34,7 @@ def _shipped_fields(**overrides: Any) -> dict[str, Any]:
     return {
         "data": str(sample_dir() / "in-focus"), "layout": "in-focus", "synthetic": "both-sides",
         "arch": "nafnet", "weights": None, "loss": "l1", "size": 128, "batch": 8,
-        "epochs": 24, "crops_per_pair": 64, "val_crops": 24, "lr": 1e-3,
+        "epochs": 60, "crops_per_pair": 128, "val_crops": 24, "lr": 1e-3,
         "weight_decay": 1e-3, "fractions": [0.625, 0.125, 0.25], "seed": 0, "select_by": "l1",
         **overrides,
     }

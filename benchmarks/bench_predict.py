@@ -1,0 +1,171 @@
+"""End-to-end speed of ``refocus predict`` as a command: what a user waits for.
+
+    python benchmarks/bench_predict.py [--repeats 3] [--arch resnet18 nafnet]
+                                       [--workloads frame2048 field batch24] [--json out.json]
+
+Each model is a model file with random weights (:func:`refocus.modelfile.save_model`; speed
+does not depend on training). Workloads: ``frame2048``, one 2048x2048 uint16 frame (a
+mosaic of the shipped z=00 fields); ``field``, one 520x696 shipped field; ``batch24``, the
+24 shipped z=00 fields in one call. Every command runs in a fresh process, three ways:
+
+- ``old``: ``REFOCUS_NO_CACHE=1``, the path every run took before the graph cache: the
+  ONNX graph exported at every start, ONNX Runtime fp32, nothing measured;
+- ``cold``: an empty cache: export, int8 calibration and the speed/quality measurement
+  (:mod:`refocus.inference.budget`) once, then prediction: a model's first run;
+- ``warm``: the cache an earlier run filled: every later run.
+
+Times are wall seconds of the whole command (interpreter start, imports, model load,
+preparation, reading, refocusing, writing), medians over ``--repeats`` runs interleaved
+old/cold/warm so drift on a shared machine hits all three alike; ratios are old over
+the other path within the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+from benchlib import describe_machine, real_image
+from rich.console import Console
+from rich.table import Table
+
+from refocus.archs import ARCHITECTURES, build_network
+from refocus.data.normalize import PercentileNormalizer
+from refocus.images import read_plane
+from refocus.modelfile import save_model
+from refocus.samples import z00_paths
+
+PATHS = ("old", "cold", "warm")
+WORKLOADS = ("frame2048", "field", "batch24")
+
+
+def make_model(folder: Path, arch: str) -> Path:
+    """A model file of ``arch`` with random weights (seeded)."""
+    torch.manual_seed(0)
+    spec = {"arch": arch}
+    return save_model(folder / f"{arch}.pt", build_network(spec), arch=spec,
+                      normalizer=PercentileNormalizer(), train_config={},
+                      provenance={"made_by": "benchmarks/bench_predict.py"}, history=[],
+                      overwrite=True)
+
+
+def make_inputs(folder: Path) -> dict[str, list[str]]:
+    """The command-line inputs of every workload."""
+    frame = folder / "frame2048.tif"
+    normalised = real_image((2048, 2048))  # the z=00 mosaic, 0..1
+    tifffile.imwrite(frame, np.clip(100 + normalised * 3000, 0, 65535).astype(np.uint16))
+    field = folder / "field" / z00_paths()[0].name
+    field.parent.mkdir()
+    shutil.copy(z00_paths()[0], field)
+    assert read_plane(field).shape == (520, 696)
+    return {"frame2048": [str(frame)], "field": [str(field)],
+            "batch24": [str(z00_paths()[0].parent)]}
+
+
+def run_command(model: Path, inputs: list[str], out: Path, env: dict[str, str]) -> float:
+    """Wall seconds of one ``refocus predict`` in a fresh process."""
+    shutil.rmtree(out, ignore_errors=True)
+    command = [sys.executable, "-m", "refocus", "predict", str(model), *inputs, "--out", str(out)]
+    start = time.perf_counter()
+    proc = subprocess.run(command, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{proc.stdout[-2000:]}"
+                           f"{proc.stderr[-3000:]}")
+    return seconds
+
+
+def chosen_variant(cache: Path) -> str:
+    """What ``auto`` chose in a cache folder (the measured default)."""
+    for entry in cache.glob("onnx/*/entry.json"):
+        choice = json.loads(entry.read_text()).get("checks", {}).get("choice")
+        if choice:
+            return str(choice["variant"])
+    return "?"
+
+
+def measure(model: Path, inputs: list[str], work: Path, repeats: int,
+            console: Console) -> tuple[dict[str, list[float]], str]:
+    """Seconds of every run of each path, and the variant the warm runs use."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("REFOCUS_")}
+    warm_cache = work / "cache-warm"
+    times: dict[str, list[float]] = {p: [] for p in PATHS}
+    for rep in range(repeats):
+        for path in PATHS:
+            env = dict(base)
+            if path == "old":
+                env["REFOCUS_NO_CACHE"] = "1"
+            elif path == "cold":
+                cache = warm_cache if rep == 0 else Path(tempfile.mkdtemp(dir=work))
+                env["REFOCUS_CACHE_DIR"] = str(cache)
+            else:
+                env["REFOCUS_CACHE_DIR"] = str(warm_cache)
+            seconds = run_command(model, inputs, work / "out", env)
+            times[path].append(seconds)
+            console.print(f"  {model.stem} {path} run {rep + 1}: {seconds:.1f} s", highlight=False)
+            if path == "cold" and rep > 0:
+                shutil.rmtree(cache, ignore_errors=True)
+    return times, chosen_variant(warm_cache)
+
+
+def make_table(results: list[dict]) -> Table:
+    table = Table(title="refocus predict, whole command (medians)", title_justify="left")
+    for name in ("model", "workload", "auto ->", "old s", "cold s", "warm s", "old/cold",
+                 "old/warm", "runs"):
+        table.add_column(name, justify="left" if name in ("model", "workload", "auto ->")
+                         else "right")
+    for r in results:
+        m = {p: statistics.median(r["times"][p]) for p in PATHS}
+        table.add_row(r["arch"], r["workload"], r["variant"], f"{m['old']:.1f}",
+                      f"{m['cold']:.1f}", f"{m['warm']:.1f}", f"{m['old'] / m['cold']:.2f}x",
+                      f"{m['old'] / m['warm']:.2f}x", str(len(r["times"]["old"])))
+    return table
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--arch", nargs="+", default=["resnet18", "nafnet"])
+    parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
+    parser.add_argument("--json", type=Path, default=None, help="also write results here")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    console = Console(width=None if sys.stdout.isatty() else 150)
+    archs = [a for a in args.arch if a in ARCHITECTURES]
+    for missing in sorted(set(args.arch) - set(archs)):
+        console.print(f"architecture {missing!r} is not registered here: skipped")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="refocus-bench-predict-") as tmp:
+        work = Path(tmp)
+        inputs = make_inputs(work)
+        for arch in archs:
+            model = make_model(work, arch)
+            for workload in args.workloads:
+                console.print(f"{arch} {workload}", highlight=False)
+                times, variant = measure(model, inputs[workload], work, args.repeats, console)
+                results.append({"arch": arch, "workload": workload, "variant": variant,
+                                "times": times})
+    console.print(make_table(results))
+    console.print(f"machine: {describe_machine(torch.device('cpu'))}", highlight=False)
+    if args.json:
+        args.json.write_text(json.dumps({"machine": describe_machine(torch.device("cpu")),
+                                         "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

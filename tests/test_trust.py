@@ -1,0 +1,146 @@
+"""The trust map (issue 15): physical consistency and model agreement on real pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from refocus.errors import RefocusError
+from refocus.inference import trust as T
+from refocus.inference.refocuser import Refocuser
+from refocus.simulate import BBBC006_CAMERA, plane_defocus_um, simulate_plane
+
+CROP = 192
+
+
+@pytest.fixture(scope="module")
+def field(in_focus_images: list[np.ndarray]) -> np.ndarray:
+    """A real in-focus field cut to where its nuclei are (a03, a held-out well)."""
+    return in_focus_images[1][:CROP, :CROP].astype(np.float64)
+
+
+@pytest.mark.parametrize("z", [6, 26])
+def test_the_truth_explains_its_defocused_recording(field: np.ndarray, z: int) -> None:
+    recorded = simulate_plane(field, z, rng=z)
+    physical, defocus, chi2 = T.physical_consistency(recorded, field)
+    assert defocus == pytest.approx(plane_defocus_um(z), abs=1.0)  # the right PSF, right side
+    assert 0.9 < chi2 < 1.2  # the residual is camera noise
+    assert np.mean(physical == 0) > 0.95  # unexplained error almost nowhere
+    assert np.percentile(physical, 99) < 0.01 * T.signal_range(field)
+
+
+def _erase_nucleus(field: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The field with its brightest nucleus replaced by background, and where it was."""
+    from scipy import ndimage
+
+    mask = field > np.percentile(field, 90)
+    labels, _ = ndimage.label(mask)
+    brightest = labels == labels.flat[int(np.argmax(field))]
+    region = ndimage.binary_dilation(brightest, iterations=4)
+    erased = field.copy()
+    erased[region] = np.median(field)
+    return erased, region
+
+
+def test_a_missing_nucleus_is_where_trust_falls(field: np.ndarray) -> None:
+    recorded = simulate_plane(field, 8, rng=1)
+    wrong, region = _erase_nucleus(field)
+    right = T.trust_map(None, recorded, field, flips=1)
+    bad = T.trust_map(None, recorded, wrong, flips=1)
+    assert right.map.dtype == np.float32 and right.map.shape == field.shape
+    assert 0 <= bad.map.min() and right.map.max() <= 1
+    assert right.spread is None and right.flips == 1
+    assert right.map[region].mean() > 0.9  # the true output is trusted where the nucleus is
+    assert bad.map[region].mean() < 0.5 * right.map[region].mean()  # the invented gap is not
+    far = ~np.pad(np.ones((80, 80), bool), 56)  # well away from every PSF reaching the hole
+    assert bad.map[far & ~region].mean() > 0.8 * right.map[far & ~region].mean()
+    assert bad.score < right.score
+    assert bad.physical[region].mean() > 20 * max(right.physical[region].mean(), 1.0)
+
+
+def test_an_output_still_out_of_focus_is_not_trusted(field: np.ndarray) -> None:
+    recorded = simulate_plane(field, 4, rng=2)
+    as_is = T.trust_map(None, recorded, recorded.astype(np.float64), flips=1)
+    truth = T.trust_map(None, recorded, field, flips=1)
+    # the PSF is the input's (about 26 um out), not whatever makes the output look right
+    assert abs(as_is.defocus_um) > 20 and abs(truth.defocus_um) > 20
+    assert as_is.chi2 > 3 and truth.chi2 == pytest.approx(1.0, abs=0.2)
+    assert as_is.score < 0.5 * truth.score
+
+
+class Shift(nn.Module):
+    """A 'model' that moves the image one pixel right: not flip-equivariant."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.roll(x, 1, dims=-1)
+
+
+class Blur(nn.Module):
+    """An isotropic 3x3 smoothing: equivariant to every rotation and flip."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kernel = torch.tensor([[1.0, 2, 1], [2, 4, 2], [1, 2, 1]])[None, None] / 16
+        return nn.functional.conv2d(nn.functional.pad(x, (1, 1, 1, 1), mode="reflect"),
+                                    kernel)
+
+
+def _refocuser(model: nn.Module) -> Refocuser:
+    return Refocuser(model, device="cpu", mode="eager")
+
+
+def test_agreement_is_zero_for_an_equivariant_model(field: np.ndarray) -> None:
+    model = _refocuser(Blur())
+    out = model.predict_plane(field)
+    spread = T.agreement_spread(model, field, out, flips=8)
+    assert spread.max() < 1e-3 * T.signal_range(field)
+
+
+def test_agreement_measures_how_much_the_answers_differ(field: np.ndarray) -> None:
+    model = _refocuser(Shift())
+    out = model.predict_plane(field).astype(np.float64)
+    assert np.array_equal(out[:, 1:], field[:, :-1])  # the model really shifts
+    spread = T.agreement_spread(model, field, out, flips=2, smooth_px=1e-3)
+    # two answers (shifted right and left): their std is half their difference
+    expected = np.abs(field[:, :-2] - field[:, 2:]) / 2
+    np.testing.assert_allclose(spread[:, 1:-1], expected, rtol=1e-3, atol=0.6)
+    every = T.trust_map(model, field, out, flips=8)
+    two = T.trust_map(model, field, out, flips=2)
+    assert every.spread is not None and every.spread.mean() > 0.5 * two.spread.mean()
+    assert every.score < T.trust_map(None, field, out, flips=1).score
+
+
+def test_non_finite_pixels_get_nan_trust(field: np.ndarray) -> None:
+    recorded = simulate_plane(field, 10, rng=3).astype(np.float32)
+    recorded[5:9, 5:9] = np.nan
+    out = field.astype(np.float32)
+    out[5:9, 5:9] = np.nan
+    result = T.trust_map(None, recorded, out, flips=1)
+    assert np.isnan(result.map[5:9, 5:9]).all()
+    assert np.isfinite(result.map[20:, 20:]).all() and 0 < result.score <= 1
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(RefocusError, match="flips must be one of 1, 2, 4, 8"):
+        T.check_flips(3)
+    with pytest.raises(RefocusError, match="needs the refocuser"):
+        T.trust_map(None, np.ones((8, 8)), np.ones((8, 8)), flips=2)
+    with pytest.raises(RefocusError, match="same shape"):
+        T.trust_map(None, np.ones((8, 8)), np.ones((8, 9)), flips=1)
+
+
+def test_tile_means_and_spearman() -> None:
+    a = np.arange(64 * 96, dtype=np.float64).reshape(64, 96)
+    tiles = T.tile_means(a, 32)
+    assert tiles.shape == (2, 3)
+    assert tiles[1, 2] == pytest.approx(a[32:, 64:].mean())
+    assert T.spearman([1, 2, 3, 4], [10, 20, 30, 35]) == pytest.approx(1.0)
+    assert T.spearman([1, 2, 3, np.nan], [3, 2, 1, 0]) == pytest.approx(-1.0)
+
+
+def test_noise_variance_is_the_cameras() -> None:
+    expected = np.array([BBBC006_CAMERA.offset, BBBC006_CAMERA.offset + 1000.0])
+    var = T.noise_variance(expected, BBBC006_CAMERA)
+    read = BBBC006_CAMERA.read_noise**2 + 1 / 12
+    np.testing.assert_allclose(var, [read, read + BBBC006_CAMERA.gain * 1000.0])
