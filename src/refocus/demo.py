@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from refocus.data.bbbc006 import BEST_FOCUS_Z, TRAIN_Z
+from refocus.errors import RefocusError
 from refocus.evaluate import (
     DEFAULT_INPUT_Z,
     EvalConfig,
@@ -108,6 +109,7 @@ def run_demo(
         split="test",
         out=out,
         unpaired=tuple(real),
+        second_model=shipped_model(),
         max_fields=settings.eval_fields,
         rl_candidates=settings.rl_candidates,
         device=device,
@@ -123,6 +125,16 @@ def run_demo(
     console.print(summary_table(evaluation))
     console.print(f"report: {evaluation.files['report']}")
     return evaluation
+
+
+def shipped_model() -> Path | None:
+    """The default pretrained model, scored beside the demo's own (None if none ships)."""
+    from refocus.zoo import default_model
+
+    try:
+        return default_model().path()
+    except RefocusError:
+        return None
 
 
 def model_output_saver(dest: Path) -> OutputSink:

@@ -38,6 +38,7 @@ from refocus.evaluate.methods import (
 from refocus.evaluate.results import Evaluation, check_outputs, write_results
 from refocus.evaluate.scoring import OutputSink, focus_rows, score_fields, summarize
 from refocus.metrics import focus_score
+from refocus.modelfile import read_model_file
 
 if TYPE_CHECKING:
     from refocus.inference.refocuser import Refocuser
@@ -154,14 +155,28 @@ def _methods(config: EvalConfig, deconv: Deconvolution, model: Refocuser | None
 def _split_warnings(config: EvalConfig, fractions: tuple[float, float, float],
                     seed: int) -> list[str]:
     """What makes the scores less than held-out: RL tuned on the scored fields, or a second
-    model trained on another split."""
+    model that trained or chose its checkpoint on wells being scored."""
     warnings = []
     if config.split == "val":
         warnings.append("RL iterations were tuned on the evaluated (validation) fields")
     if config.second_model is not None:
-        other = training_settings(config.second_model)
-        if (other["fractions"], other["seed"]) != (tuple(fractions), seed):
-            warnings.append(f"{config.second_model} was trained with another split "
-                            f"(fractions {list(other['fractions'])}, seed {other['seed']}): "
-                            "some evaluated fields may be its training fields")
+        scored = _groups(config.model).get(config.split)
+        seen = _groups(config.second_model)
+        if scored is not None and "train" in seen:
+            overlap = sorted(set(scored) & {*seen["train"], *seen.get("val", [])})
+            if overlap:
+                warnings.append(f"{config.second_model} trained or validated on evaluated "
+                                f"wells {', '.join(overlap)}")
+        else:
+            other = training_settings(config.second_model)
+            if (other["fractions"], other["seed"]) != (tuple(fractions), seed):
+                warnings.append(f"{config.second_model} was trained with another split "
+                                f"(fractions {list(other['fractions'])}, seed "
+                                f"{other['seed']}): some evaluated fields may be its "
+                                "training fields")
     return warnings
+
+
+def _groups(model_file: Path) -> dict[str, list[str]]:
+    """The wells (or files) of each split a model file recorded (empty if none)."""
+    return read_model_file(model_file)["provenance"].get("groups") or {}

@@ -213,6 +213,8 @@ def onnx_graph(model: nn.Module, variant: str, store: ModelCache | None = None) 
     """The cached, verified ONNX graph of ``model`` that ``variant`` runs: exported once
     (fp32), quantised once from that (int8), rebuilt when damaged."""
     store = store or ModelCache(model)
+    if GRAPHS[variant] != "fp32" and (ready := store.verified_graph(GRAPHS[variant])):
+        return ready  # the fp32 graph it was made from is not needed
 
     def export(path: Path) -> None:
         log.info("exporting the model to ONNX (once per model: cached in %s)", store.folder)
@@ -345,17 +347,17 @@ def prepare_for_inference(
     model = model.to(device).eval()
     cpu = device.type == "cpu"
     store = ModelCache(model) if cpu and (mode == "auto" or mode in GRAPHS) else None
-    name = measured_variant(model, device, store) if store is not None and mode == "auto" \
-        else None
-    measured = name is not None
-    name = name or (default_variant(device) if mode == "auto" else mode)
+    measured = None
+    if store is not None and mode == "auto":
+        measured = measured_variant(model, device, store)
+    name = measured or (default_variant(device) if mode == "auto" else mode)
     if name == "eager":
         return Prepared(_torch_predictor(model, device, channels_last=False, dtype=None),
                         "eager")
     if name in GRAPHS and store is None:
         store = ModelCache(model)
     fast = build_variant(model, device, name, store)
-    if not measured and not _probe_agrees(model, device, name, fast, store):
+    if measured is None and not _probe_agrees(model, device, name, fast, store):
         return Prepared(_torch_predictor(model, device, channels_last=False, dtype=None),
                         "eager")
     return Prepared(fast, name)

@@ -122,6 +122,7 @@ class ModelCache:
             self._scratch = tempfile.TemporaryDirectory(prefix="refocus-onnx-")
             self.folder = Path(self._scratch.name)
         self.entry = self._read()
+        self._verified: set[str] = set()  # graphs hashed once by this object already
 
     @staticmethod
     def _usable(folder: Path) -> bool:
@@ -177,8 +178,10 @@ class ModelCache:
         if not isinstance(info, dict) or not isinstance(info.get("file"), str):
             return None
         path = self.folder / Path(info["file"]).name
-        if path.is_file() and sha256_of(path) == info.get("sha256"):
+        if path.is_file() and (name in self._verified or sha256_of(path) == info.get("sha256")):
+            self._verified.add(name)
             return path
+        self._verified.discard(name)
         log.warning("cached %s graph %s is missing or damaged; rebuilding it", name, path)
         return None
 
@@ -192,6 +195,7 @@ class ModelCache:
             build(tmp)
             digest = sha256_of(tmp)
         self.entry["graphs"][name] = {"file": path.name, "sha256": digest}
+        self._verified.add(name)
         self.entry["checks"] = {}  # what was measured on the old graphs no longer holds
         self._write()
         return path
