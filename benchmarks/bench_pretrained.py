@@ -232,8 +232,8 @@ def report(args: argparse.Namespace, result: Any, blind: Mapping[int, Interval],
         f"Machine: {machine()}.", "",
         f"Model: `{_rel(args.model)}`: {cost[0]:,} parameters, {cost[1]:,.0f} MAC/px "
         f"(torch FlopCounterMode). Second model: {second_note}.", "",
-        f"Scored: {len(fields)} fields = wells {', '.join(HELD_OUT)} x {args.sites} noise "
-        f"draws (sites), every z; intervals are bootstrap 95% over those fields. RL iterations "
+        f"Scored: {len(fields)} fields ({', '.join(fields)}: held-out wells x {args.sites} "
+        f"noise draws as sites), every z; intervals are bootstrap 95% over them. RL iterations "
         f"(exact PSF) tuned on well a06 per z: {meta.get('rl_iterations')}. PSNR/SSIM after "
         "the CARE normalisation and affine fit (refocus.metrics); at z = 16 the input is the "
         "target itself, so the model is scored against its own input.", "",

@@ -128,4 +128,4 @@ def test_cli_help_lists_the_registered_choices(
     main(["train", "--help"])
     text = capsys.readouterr().out
     assert "[" + "|".join(ARCHITECTURES.names()) + "]" in text
-    assert "[bbbc006|pairs]" in text and "[feature|l1|mse|ssim]" in text
+    assert "[bbbc006|pairs|in-focus]" in text and "[feature|l1|mse|ssim]" in text

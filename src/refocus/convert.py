@@ -37,15 +37,18 @@ def _example(shape: tuple[int, int, int, int]) -> Tensor:
 
 
 class _AnySize(nn.Module):
-    """Pad to the 32-px grid, run the traced network, crop back: any size in TorchScript."""
+    """Pad to the network's grid (``multiple``: 32 px for the ResNet U-Nets, 16 for the
+    compact one; padding more would change the border pixels), run the traced network,
+    crop back: any size in TorchScript."""
 
-    def __init__(self, core: nn.Module) -> None:
+    def __init__(self, core: nn.Module, multiple: int) -> None:
         super().__init__()
         self.core = core
+        self.multiple = multiple
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[2], x.shape[3]
-        y = self.core(pad_to_multiple(x))  # TorchScript takes no module-level ints
+        y = self.core(pad_to_multiple(x, self.multiple))
         top, left = (y.shape[2] - h) // 2, (y.shape[3] - w) // 2
         return y[:, :, top : top + h, left : left + w]
 
@@ -67,7 +70,8 @@ def export_torchscript(model: nn.Module, out: str | os.PathLike[str] | BinaryIO)
     example = _example((1, 1, 4 * MULTIPLE, 5 * MULTIPLE))
     with torch.no_grad(), _quiet_jit():
         core = torch.jit.trace(model, example)
-        torch.jit.save(torch.jit.script(_AnySize(core)), out)
+        multiple = int(getattr(model, "multiple", MULTIPLE))
+        torch.jit.save(torch.jit.script(_AnySize(core, multiple)), out)
 
 
 def export_onnx(model: nn.Module, out: str | os.PathLike[str] | BinaryIO) -> int:

@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import weakref
@@ -112,15 +113,14 @@ class ModelCache:
     def __init__(self, model: nn.Module, root: Path | None = None) -> None:
         self.key = model_key(model)
         self.persistent = caching_enabled()
-        self._scratch: tempfile.TemporaryDirectory[str] | None = None
         self.folder = (root or cache_root()) / self.key[:32]
         if self.persistent and not self._usable(self.folder):
             log.warning("cache folder %s cannot be written; preparing this model again in "
                         "every process", self.folder)
             self.persistent = False
-        if not self.persistent:
-            self._scratch = tempfile.TemporaryDirectory(prefix="refocus-onnx-")
-            self.folder = Path(self._scratch.name)
+        if not self.persistent:  # removed with this object (sessions hold their graphs)
+            self.folder = Path(tempfile.mkdtemp(prefix="refocus-onnx-"))
+            weakref.finalize(self, shutil.rmtree, self.folder, ignore_errors=True)
         self.entry = self._read()
         self._verified: set[str] = set()  # graphs hashed once by this object already
 
