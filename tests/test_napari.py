@@ -19,7 +19,8 @@ napari = pytest.importorskip("napari")
 npe2 = pytest.importorskip("npe2")
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-default_tiny_model = reliability.default_tiny_model  # the fixture, shared
+default_tiny_model = reliability.default_tiny_model  # the fixtures, shared
+no_default_model = reliability.no_default_model
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def test_refocus_planes_reports_progress_per_plane(refocuser, z00_files: list[Pa
 
 
 def test_widget_refocuses_the_chosen_layer_in_a_worker(
-    qtbot, viewer, refocuser, tiny_model_path: Path, z00_files: list[Path]
+    qtbot, viewer, refocuser, tiny_model_path: Path, z00_files: list[Path], no_default_model
 ) -> None:
     from napari.qt.threading import GeneratorWorker
 

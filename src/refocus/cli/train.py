@@ -44,13 +44,11 @@ def train_cmd(
     ctx: typer.Context,
     data: Path | None = typer.Option(
         None, "--data", help="BBBC006 folder, a folder with input/ and target/, or (layout "
-        "in-focus) a folder of in-focus fields; a --recipe brings its own."
-    ),
+        "in-focus) a folder of in-focus fields; a --recipe brings its own."),
     zstacks: list[Path] | None = typer.Option(
-        None, "--zstacks", metavar="PATH...", help="Instead of --data: z-stacks through focus (3-D TIFF, "
-        "OME-TIFF, OME-Zarr, folders of *_zNN planes, or folders of them), two or more; each "
-        "stack's best-focus plane is the target of its other planes."
-    ),
+        None, "--zstacks", metavar="PATH...", help="Instead of --data: z-stacks through "
+        "focus (3-D TIFF, OME-TIFF, OME-Zarr, folders of *_zNN planes, or folders of them), "
+        "two or more; each stack's best-focus plane is the target of its other planes."),
     z_step_um: float | None = typer.Option(
         None, "--z-step-um", help="Z spacing of stacks whose files state none (um)."),
     focus_plane: int | None = typer.Option(
@@ -60,17 +58,13 @@ def train_cmd(
         None, "--max-defocus-um", help="Planes up to this far from a stack's focus plane are "
         "training inputs (um; default 32, the shipped model's range)."),
     out: Path = typer.Option(
-        ..., "--out", help="Model file for the best epoch; the last epoch goes to NAME.last.pt."
-    ),
+        ..., "--out", help="Model file for the best epoch; the last epoch goes to NAME.last.pt."),
     layout: str = typer.Option("bbbc006", help="Data folder layout."),
     input_z: list[str] | None = typer.Option(
-        None,
-        "--input-z",
-        help=f"Defocused planes to learn from (default: {' '.join(map(str, TRAIN_Z))}).",
-    ),
+        None, "--input-z", help=f"Defocused planes to learn from (default: "
+                                f"{' '.join(map(str, TRAIN_Z))})."),
     target_z: int = typer.Option(
-        BEST_FOCUS_Z, "--target-z", help="In-focus plane used as the target."
-    ),
+        BEST_FOCUS_Z, "--target-z", help="In-focus plane used as the target."),
     channel: str | None = typer.Option(
         None, help="BBBC006 channel (w1 nuclei, the default; w2 actin), or the channel (name "
                    "or index) of multi-channel z-stacks."),
@@ -86,42 +80,34 @@ def train_cmd(
         None, "--init", help="Fine-tune this refocus model (file or pretrained name) of the "
                              "same architecture instead of starting afresh."),
     no_pretrained: bool = typer.Option(
-        False, "--no-pretrained", help="Start the encoder from random weights (no download)."
-    ),
+        False, "--no-pretrained", help="Start the encoder from random weights (no download)."),
     weights: Path | None = typer.Option(
-        None, "--weights", help="Local ResNet state dict for the encoder instead of a download."
-    ),
+        None, "--weights", help="Local ResNet state dict for the encoder instead of a download."),
     self_attention: bool = typer.Option(
-        False, "--self-attention", help="Self-attention in the decoder (ResNet U-Nets)."
-    ),
+        False, "--self-attention", help="Self-attention in the decoder (ResNet U-Nets)."),
     loss: str = typer.Option(
-        "feature", help="feature (the method: pixel + VGG features + Gram), or a pixel loss."
-    ),
+        "feature", help="feature (the method: pixel + VGG features + Gram), or a pixel loss."),
     vgg_weights: Path | None = typer.Option(
-        None, "--vgg-weights", help="Local VGG-16-bn state dict for the feature loss."
-    ),
+        None, "--vgg-weights", help="Local VGG-16-bn state dict for the feature loss."),
     size: int = typer.Option(128, help="Training crop size in pixels."),
     batch: int = typer.Option(8, help="Crops per step (per GPU under torchrun)."),
     epochs: int = typer.Option(10, help="Epochs in all, both stages."),
     crops_per_pair: int = typer.Option(8, help="Random crops of each image pair per epoch."),
     frozen_epochs: int | None = typer.Option(
-        None, help="Epochs with the encoder frozen (default: half if pretrained, else 0)."
-    ),
+        None, help="Epochs with the encoder frozen (default: half if pretrained, else 0)."),
     lr: float = typer.Option(
-        1e-3, help="Top learning rate (x10 while frozen; /100 and /10 for early layers after)."
-    ),
+        1e-3, help="Top learning rate (x10 while frozen; /100 and /10 for early layers after)."),
     weight_decay: float = typer.Option(1e-3, help="AdamW weight decay."),
     seed: int = typer.Option(0, help="Seed of the split, crops and initialisation."),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:1, mps (default: best)."),
     workers: int | None = typer.Option(
-        None, help="Data-loading processes (default: 4 on GPU, 0 on CPU)."
-    ),
+        None, help="Data-loading processes (default: 4 on GPU, 0 on CPU)."),
     resume: bool = typer.Option(
-        False, "--resume", help="Continue the interrupted run of this same command."
-    ),
+        False, "--resume", help="Continue the interrupted run of this same command."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier run's files."),
 ) -> None:
-    """Train a network on (defocused, in-focus) pairs; validates on held-out wells."""
+    """Train a network on (defocused, in-focus) pairs or z-stacks through focus; validates
+    on held-out wells (or stacks)."""
     from refocus.train import TrainConfig, train
 
     train(TrainConfig.from_mapping(config_settings(ctx)), console)

@@ -39,13 +39,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import ndimage
+from scipy import fft, ndimage
 
 from refocus.errors import RefocusError
 from refocus.focus.estimate import estimate_focus
 from refocus.simulate.camera import BBBC006_CAMERA, Camera
 from refocus.simulate.optics import BBBC006_OPTICS, Optics
-from refocus.simulate.psf import blur, defocus_psf
+from refocus.simulate.psf import blur, defocus_psf, psf_size
 
 if TYPE_CHECKING:
     from refocus.inference.refocuser import Refocuser
@@ -61,10 +61,12 @@ PHYSICAL_WEIGHT = 1.0
 #: Error (fraction of the output's signal range) at which trust falls to 1/e.
 TRUST_SCALE = 0.05
 #: Defocus grid (um) of the PSF search, and how far it searches around its start.
-DEFOCUS_STEP_UM = 0.5
-_SEARCH_UM = (0.0, -2.0, 2.0, -1.0, 1.0, -0.5, 0.5)
-#: How far (um) the fitted defocus may stray from the input's focus estimate.
+DEFOCUS_STEP_UM = 1.0
+_SEARCH_UM = (0.0, -2.0, 2.0, -1.0, 1.0)
+#: How much closer to focus (um) than the input's focus estimate the fit may go.
 SEARCH_WINDOW_UM = 4.0
+#: Smallest image side (px) whose focus estimate the search relies on.
+MIN_ESTIMATE_PX = 384
 _MAX_DEFOCUS_UM = 48.0
 #: Squared residuals count at most this much in the PSF search (a few wrong nuclei must
 #: not pull the defocus).
@@ -117,11 +119,24 @@ def reblur(refocused: np.ndarray, defocus_um: float, optics: Optics = BBBC006_OP
     return blur(refocused - camera.offset, psf) + camera.offset
 
 
-def _search_cost(image: np.ndarray, refocused: np.ndarray, defocus_um: float,
-                 optics: Optics, camera: Camera) -> float:
-    expected = reblur(refocused, defocus_um, optics, camera)
-    r2 = (image - expected) ** 2 / noise_variance(expected, camera)
-    return float(np.mean(np.minimum(r2, _CLIP_R2)))
+class _Reblur:
+    """:func:`reblur` for many defocus values of one output: the output's mirrored,
+    padded spectrum is computed once, so each PSF costs one inverse FFT."""
+
+    def __init__(self, refocused: np.ndarray, optics: Optics, camera: Camera) -> None:
+        self.optics, self.offset = optics, camera.offset
+        self.pad = psf_size(_MAX_DEFOCUS_UM, optics) // 2
+        padded = np.pad(refocused - self.offset, self.pad, mode="reflect")
+        self.size = tuple(fft.next_fast_len(n, real=True) for n in padded.shape)
+        self.spectrum = fft.rfft2(padded, self.size)
+        self.shape = refocused.shape
+
+    def __call__(self, defocus_um: float) -> np.ndarray:
+        psf = defocus_psf(defocus_um, self.optics)
+        half = psf.shape[0] // 2
+        out = fft.irfft2(self.spectrum * fft.rfft2(psf, self.size), self.size)
+        top = self.pad + half  # the full convolution is shifted by the kernel's half width
+        return out[top : top + self.shape[0], top : top + self.shape[1]] + self.offset
 
 
 def _on_grid(value: float) -> float:
@@ -129,45 +144,62 @@ def _on_grid(value: float) -> float:
     return round(clipped / DEFOCUS_STEP_UM) * DEFOCUS_STEP_UM
 
 
-def _starts(image: np.ndarray, optics: Optics) -> list[float]:
-    """Where the PSF search begins: the focus estimate's distance on each side it may be
-    (nominal um times the optics' defocus scale), or a coarse grid when it has none."""
+def _allowed(image: np.ndarray, optics: Optics) -> tuple[list[float], Callable[[float], bool]]:
+    """Where the PSF search starts and which signed defocus values it may take.
+
+    The PSF is the input's, so its distance comes from the input alone
+    (:func:`~refocus.focus.estimate_focus`), never from what makes the output look
+    right: otherwise an output still as blurred as its input would explain the input
+    perfectly "in focus". The search may go further from focus than the estimate (small
+    images read closer than they are) but not more than ``SEARCH_WINDOW_UM`` closer, and
+    only on the sides the estimate allows. An image too small for a reliable estimate
+    (under ``MIN_ESTIMATE_PX`` a side) or without signal searches the whole family.
+    """
+    whole = [float(d) for d in np.arange(-_MAX_DEFOCUS_UM, _MAX_DEFOCUS_UM + 1, 4.0)]
+    if min(image.shape) < MIN_ESTIMATE_PX:
+        return whole, lambda d: True
     estimate = estimate_focus(image)
     if not math.isfinite(estimate.distance_um):
-        return [float(d) for d in np.arange(-_MAX_DEFOCUS_UM, _MAX_DEFOCUS_UM + 1, 4.0)]
+        return whole, lambda d: True
     distance = estimate.distance_um * optics.defocus_scale
     sides = (estimate.side,) if estimate.side else (-1, 1)
-    return sorted({_on_grid(s * distance) for s in sides})
+    nearest = max(distance - SEARCH_WINDOW_UM, 0.0)
+
+    def allowed(d: float) -> bool:
+        return abs(d) >= nearest and (abs(d) < DEFOCUS_STEP_UM or np.sign(d) in sides)
+
+    return sorted({_on_grid(s * distance) for s in sides}), allowed
 
 
 def fit_defocus(image: np.ndarray, refocused: np.ndarray, optics: Optics = BBBC006_OPTICS,
-                camera: Camera = BBBC006_CAMERA) -> tuple[float, float]:
+                camera: Camera = BBBC006_CAMERA) -> tuple[float, np.ndarray]:
     """Signed defocus (um, on a ``DEFOCUS_STEP_UM`` grid) whose PSF best explains ``image``
-    as a blurred ``refocused``, and the clipped mean squared residual there.
+    as a blurred ``refocused`` (within what :func:`_allowed` permits), and that blurred
+    ``refocused``.
 
-    The PSF is the input's: its distance comes from the input alone
-    (:func:`~refocus.focus.estimate_focus`) and the search only refines it, within
-    ``SEARCH_WINDOW_UM`` and on the sides the estimate allows, so an output that is still
-    blurred cannot explain the input by pretending it was in focus. Descends on the grid
-    from the best start until the best point is a local minimum; the PSFs are cached, so
-    a data set at a few distances reuses a handful of kernels.
+    Descends on the grid from the best start until the best point is a local minimum of
+    the clipped mean squared noise-unit residual; the PSFs are cached, so a data set at a
+    few distances reuses a handful of kernels.
     """
-    starts = _starts(image, optics)
-    costs: dict[float, float] = {}
+    starts, allowed = _allowed(image, optics)
+    blurred = _Reblur(refocused, optics, camera)
+    tried: dict[float, tuple[float, np.ndarray]] = {}
 
     def cost(d: float) -> float:
         d = _on_grid(d)
-        if min(abs(d - s) for s in starts) > SEARCH_WINDOW_UM:
+        if not allowed(d):
             return math.inf
-        if d not in costs:
-            costs[d] = _search_cost(image, refocused, d, optics, camera)
-        return costs[d]
+        if d not in tried:
+            expected = blurred(d)
+            r2 = (image - expected) ** 2 / noise_variance(expected, camera)
+            tried[d] = float(np.mean(np.minimum(r2, _CLIP_R2))), expected
+        return tried[d][0]
 
     best = min(starts, key=cost)
     while True:
         around = min((_on_grid(best + s) for s in _SEARCH_UM), key=cost)
         if around == best:
-            return best, costs[best]
+            return best, tried[best][1]
         best = around
 
 
@@ -183,8 +215,7 @@ def physical_consistency(image: np.ndarray, refocused: np.ndarray,
     """
     x = np.asarray(image, dtype=np.float64)
     y = np.asarray(refocused, dtype=np.float64)
-    defocus, _ = fit_defocus(x, y, optics, camera)
-    expected = reblur(y, defocus, optics, camera)
+    defocus, expected = fit_defocus(x, y, optics, camera)
     variance = noise_variance(expected, camera)
     r2 = (x - expected) ** 2
     energy = ndimage.gaussian_filter(r2, smooth_px, mode="reflect")
