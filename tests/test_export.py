@@ -176,3 +176,19 @@ def test_convert_stays_below_inference_and_export() -> None:
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert "refocus.archs.padding" in imported
     assert not [m for m in imported if m and m.startswith(("refocus.export", "refocus.inference"))]
+
+
+def test_export_onto_an_existing_folder_is_refused_before_any_work(
+    tiny_model_path, tmp_path, capsys
+):
+    """issue 17 (11): ``--out <existing folder> --overwrite`` used to end in an
+    IsADirectoryError traceback after the whole export."""
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    with pytest.raises(SystemExit) as exc:
+        main(["export", str(tiny_model_path), "--format", "onnx", "--out", str(folder),
+              "--overwrite"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "is a folder" in err and len(err.splitlines()) == 1
+    assert list(folder.iterdir()) == []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,9 +95,16 @@ def save_model(
 
 
 def _write(path: str | os.PathLike[str], payload: dict[str, Any], overwrite: bool) -> Path:
+    """Write through a temporary file, so a full disk never costs the previous file."""
     _check_plain(payload, "model file")
-    with atomic_output(path, overwrite=overwrite) as tmp:
-        torch.save(payload, tmp)
+    try:
+        with atomic_output(path, overwrite=overwrite) as tmp:
+            torch.save(payload, tmp)
+    except (OSError, RuntimeError) as exc:  # torch's zip writer reports ENOSPC as RuntimeError
+        free = shutil.disk_usage(Path(path).resolve().parent).free / 2**20
+        raise RefocusError(path, f"could not be written ({type(exc).__name__}; {free:.0f} MB "
+                                 "free on that disk); the previous file of that name, if any, "
+                                 "is kept") from exc
     return Path(path)
 
 

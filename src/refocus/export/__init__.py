@@ -62,7 +62,7 @@ def export_model(
     """
     exporter = EXPORT_FORMATS.get(fmt)
     out = Path(out)
-    prepare_destination(out, overwrite)
+    prepare_destination(out, overwrite, must_be_file=True)
     loaded = load_model(model_file, device="cpu")
     reference = Reference.of(loaded, sample if sample is not None else z00_paths()[0])
     return exporter(loaded, out, reference, overwrite=overwrite)

@@ -14,9 +14,12 @@ from pathlib import Path
 from refocus.errors import RefocusError
 
 
-def prepare_destination(path: Path, overwrite: bool) -> Path:
-    """Refuse an existing ``path`` unless ``overwrite``; make sure its folder exists and is
-    writable (before any work is spent on the result). Returns that folder."""
+def prepare_destination(path: Path, overwrite: bool, must_be_file: bool = False) -> Path:
+    """Refuse an existing ``path`` unless ``overwrite`` (and a folder where a file is to be
+    written, even with ``overwrite``); make sure its folder exists and is writable, before
+    any work is spent on the result. Returns that folder."""
+    if must_be_file and path.is_dir():
+        raise RefocusError(path, "is a folder; give the name of a file to write")
     if path.exists() and not overwrite:
         raise RefocusError(path, "exists already (use --overwrite to replace it)")
     return ensure_writable_folder(path.parent)
@@ -51,7 +54,7 @@ def atomic_output(path: str | os.PathLike[str], overwrite: bool = False) -> Iter
     Refuses an existing ``path`` unless ``overwrite`` so no result is lost by accident.
     """
     path = Path(path)
-    parent = prepare_destination(path, overwrite)
+    parent = prepare_destination(path, overwrite, must_be_file=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=parent)
     os.close(fd)
     tmp = Path(tmp_name)

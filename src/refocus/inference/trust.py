@@ -225,19 +225,32 @@ def physical_consistency(image: np.ndarray, refocused: np.ndarray,
     return excess.astype(np.float32), float(defocus), float(np.mean(r2 / variance))
 
 
-def agreement_spread(refocuser: Refocuser, image: np.ndarray, refocused: np.ndarray,
-                     flips: int = 8, tile: int | None = None, overlap: int | None = None,
-                     smooth_px: float = SMOOTH_PX) -> np.ndarray:
-    """Smoothed std (ADU) of the model's answers over the first ``flips`` transforms of
-    :data:`DIHEDRAL` (the identity's answer is ``refocused`` itself)."""
+def flip_answers(refocuser: Refocuser, image: np.ndarray, refocused: np.ndarray,
+                 flips: int = 8, tile: int | None = None, overlap: int | None = None
+                 ) -> list[np.ndarray]:
+    """The model's answers (float64, back in the image's orientation) for the first
+    ``flips`` transforms of :data:`DIHEDRAL`; the identity's answer is ``refocused``."""
     answers = [np.asarray(refocused, dtype=np.float64)]
     plane = np.asarray(image)
     for forward, inverse in DIHEDRAL[1:flips]:
         out = refocuser.predict_plane(np.ascontiguousarray(forward(plane)), tile, overlap)
         answers.append(np.asarray(inverse(out), dtype=np.float64))
+    return answers
+
+
+def spread_of(answers: Sequence[np.ndarray], smooth_px: float = SMOOTH_PX) -> np.ndarray:
+    """Smoothed per-pixel std (ADU) over the answers: the model-agreement error estimate."""
     variance = np.var(np.stack(answers), axis=0)
-    return np.sqrt(ndimage.gaussian_filter(variance, smooth_px, mode="reflect")).astype(
-        np.float32)
+    smooth = ndimage.gaussian_filter(variance, smooth_px, mode="reflect")
+    return np.sqrt(np.clip(smooth, 0.0, None)).astype(np.float32)
+
+
+def agreement_spread(refocuser: Refocuser, image: np.ndarray, refocused: np.ndarray,
+                     flips: int = 8, tile: int | None = None, overlap: int | None = None,
+                     smooth_px: float = SMOOTH_PX) -> np.ndarray:
+    """:func:`spread_of` the :func:`flip_answers`."""
+    return spread_of(flip_answers(refocuser, image, refocused, flips, tile, overlap),
+                     smooth_px)
 
 
 def signal_range(refocused: np.ndarray) -> float:
