@@ -129,7 +129,7 @@ def table(scores: dict[str, dict[str, list[float]]], costs: dict[str, dict]) -> 
     for name, per_bin in scores.items():
         every = [v for values in per_bin.values() for v in values]
         cost = costs.get(name, {})
-        cells = [f"{statistics.fmean(v):.2f}" for v in per_bin.values()]
+        cells = [f"{statistics.fmean(v):.2f}" if v else "-" for v in per_bin.values()]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {statistics.fmean(every):.2f} | "
                      f"{cost.get('steps', '-')} | {_num(cost.get('wall_s'))} | "
                      f"{_num(cost.get('cpu_s'))} |")

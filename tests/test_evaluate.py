@@ -26,6 +26,7 @@ from refocus.evaluate import (
     data_optics,
     evaluate,
     evaluate_fields,
+    model_method,
 )
 from refocus.images import read_plane
 from refocus.inference.refocuser import Refocuser
@@ -141,7 +142,7 @@ def screenshot(html_path: Path, png: Path) -> bool:
         return False
     subprocess.run(
         [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={png}",
-         "--window-size=1400,2400", html_path.resolve().as_uri()],
+         "--window-size=1400,9000", html_path.resolve().as_uri()],
         check=True, capture_output=True, timeout=120,
     )
     return True
@@ -156,13 +157,16 @@ def test_report_from_arrays_renders(crops: list[np.ndarray], tmp_path: Path,
     deconv.tune([EvalField("val", z, simulated(crops[1], z, 99 + z), crops[1]) for z in zs],
                 candidates=(10, 40))
     methods = baseline_methods(deconv)
+    model = Refocuser.pretrained(device="cpu", mode="eager")  # the shipped model
+    methods["model"] = model_method(model, trust_flips=2)
     unpaired = [EvalField(p.stem, 0, read_plane(p)[:CROP, :CROP]) for p in z00_files[:2]]
     result = evaluate_fields(fields, methods, tmp_path / "eval", unpaired,
-                             meta={"target_z": 16, "note": "arrays"}, n_panels=2)
+                             meta={"target_z": 16, "note": "arrays", "trust_flips": 2},
+                             n_panels=2)
 
     rows = list(csv.DictReader((tmp_path / "eval" / "metrics.csv").open()))
     assert tuple(rows[0]) == CSV_COLUMNS
-    assert len(rows) == 3 * len(zs) * 3
+    assert len(rows) == 3 * len(zs) * len(methods)
     row = next(r for r in rows if (r["field"], r["z"], r["method"]) == ("f3", "32", "wiener"))
     f3 = next(f for f in fields if f.name == "f3" and f.z == 32)
     expected = score_field(f3.target, methods["wiener"](f3.input, 32))
@@ -179,20 +183,61 @@ def test_report_from_arrays_renders(crops: list[np.ndarray], tmp_path: Path,
     assert {r["method"] for r in summary["unpaired"]} == set(methods)
     assert summary["target_focus"]["n"] == 3
     assert result.summary["paired"] == summary["paired"]
+    check_trust(rows, summary, fields, model)
 
     text = check_report(tmp_path / "eval")
     names = {p.name for p in (tmp_path / "eval" / "figures").glob("*.png")}
     assert names == {"metrics_vs_z.png", "panels_z05.png", "panels_z32.png",
                      "focus_unpaired.png", "panels_unpaired.png"}
     assert "The other side of focus (z > 16)" in text
+    assert "Trust: does it say where the output is wrong?" in text
+    for name in ("panels_z05.png", "panels_z32.png", "panels_unpaired.png"):  # trust rows
+        assert viridis_pixels(read_plane_rgb(tmp_path / "eval" / "figures" / name)) > 2000
     shot = tmp_path / "shot.png"
     if screenshot(tmp_path / "eval" / "report.html", shot):
         assert shot.read_bytes().startswith(PNG_MAGIC)
         pixels = read_plane_rgb(shot)
         assert pixels.std() > 10  # the page drew something besides white
+        assert viridis_pixels(pixels) > 2000  # and the browser shows the trust maps
 
     with pytest.raises(RefocusError, match="exists already"):
         evaluate_fields(fields[:1], {"identity": methods["identity"]}, tmp_path / "eval")
+
+
+def check_trust(rows: list[dict], summary: dict, fields: list[EvalField],
+                model: Refocuser) -> None:
+    """The model's rows carry its trust, recomputed here from the same pixels; the
+    summary says how well trust ranked the errors."""
+    from refocus.inference import trust as T
+
+    model_rows = [r for r in rows if r["method"] == "model"]
+    assert all(0 < float(r["trust"]) < 1 for r in model_rows)
+    assert all(r["trust"] == "" for r in rows if r["method"] != "model")
+    f = fields[0]
+    row = next(r for r in model_rows if r["field"] == f.name and int(r["z"]) == f.z)
+    output = model.predict(f.input)
+    trust = T.trust_map(model, f.input, output, flips=2)
+    assert float(row["trust"]) == pytest.approx(trust.score, rel=1e-6)
+    error = np.abs(output.astype(np.float64) - f.target)
+    assert float(row["trust_tile_rho"]) == pytest.approx(
+        T.spearman(1 - T.tile_means(trust.map), T.tile_means(error)), abs=1e-9)
+    record = summary["trust"]["model"]
+    assert record["images"] == len(model_rows) and -1 <= record["image_rho"] <= 1
+    assert record["tile_rho"] == pytest.approx(
+        np.median([float(r["trust_tile_rho"]) for r in model_rows]))
+    assert 0 < record["unpaired_trust"] < 1
+
+
+def viridis_pixels(rgb: np.ndarray) -> int:
+    """How many pixels have a colour of the viridis map (the trust maps' colours; the
+    error maps' magma, greys and the plots' lines have none of them)."""
+    from matplotlib import colormaps
+
+    table = colormaps["viridis"](np.linspace(0, 1, 64))[:, :3] * 255
+    pixels = rgb[..., :3].reshape(-1, 3)
+    pixels = pixels[np.ptp(pixels, axis=1) > 40]  # not grey
+    near = np.min(np.linalg.norm(pixels[:, None, :] - table[None], axis=2), axis=1)
+    return int(np.count_nonzero(near < 12))
 
 
 def read_plane_rgb(path: Path) -> np.ndarray:

@@ -128,3 +128,38 @@ def test_widget_uses_the_default_model_when_no_file_is_chosen(
     widget.model_file.value = Path(z00_files[0]).parent / "no-such-model.pt"
     widget.run_button.clicked.emit()  # a named file that is missing: no silent fallback
     assert "model file" in widget.status.value
+
+
+def test_widget_adds_the_trust_map_as_a_second_layer(
+    qtbot, viewer, refocuser, tiny_model_path: Path, z00_files: list[Path], no_default_model
+) -> None:
+    from refocus.napari_plugin._widget import WIDGET_TRUST_FLIPS, RefocusWidget, refocus_planes
+
+    stack = np.stack([read_plane(p)[:64, :96] for p in z00_files[:2]])
+    steps = refocus_planes(refocuser, stack, tile=128, trust=1)
+    try:
+        while True:
+            next(steps)
+    except StopIteration as done:
+        out, maps = done.value
+    for plane, result, trust in zip(stack, out, maps, strict=True):
+        expected = refocuser.predict(plane, tile=128, trust=1)
+        np.testing.assert_array_equal(result, expected[0])
+        np.testing.assert_array_equal(trust, expected[1])
+
+    layer = viewer.add_image(stack[0], name="field", scale=(0.65, 0.65))
+    widget = RefocusWidget(viewer)
+    qtbot.addWidget(widget.native)
+    widget.reset_choices()
+    widget.model_file.value = tiny_model_path
+    widget.image_layer.value = layer
+    widget.tile.value = 128
+    widget.trust.value = True
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: "field trust" in viewer.layers, timeout=120_000)
+    trust = viewer.layers["field trust"]
+    expected = refocuser.predict(stack[0], tile=128, trust=WIDGET_TRUST_FLIPS)[1]
+    np.testing.assert_allclose(trust.data, expected, atol=1e-6)
+    assert tuple(trust.contrast_limits) == (0.0, 1.0)
+    np.testing.assert_allclose(trust.scale, layer.scale)
+    assert "score" in widget.status.value

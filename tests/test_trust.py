@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from refocus.errors import RefocusError
+from refocus.images import read_plane
+from refocus.inference import consistency as C
 from refocus.inference import trust as T
 from refocus.inference.refocuser import Refocuser
 from refocus.simulate import BBBC006_CAMERA, plane_defocus_um, simulate_plane
@@ -24,7 +28,7 @@ def field(in_focus_images: list[np.ndarray]) -> np.ndarray:
 @pytest.mark.parametrize("z", [6, 26])
 def test_the_truth_explains_its_defocused_recording(field: np.ndarray, z: int) -> None:
     recorded = simulate_plane(field, z, rng=z)
-    physical, defocus, chi2 = T.physical_consistency(recorded, field)
+    physical, defocus, chi2 = C.physical_consistency(recorded, field)
     assert defocus == pytest.approx(plane_defocus_um(z), abs=1.0)  # the right PSF, right side
     assert 0.9 < chi2 < 1.2  # the residual is camera noise
     assert np.mean(physical == 0) > 0.95  # unexplained error almost nowhere
@@ -60,7 +64,9 @@ def test_a_missing_nucleus_is_where_trust_falls(field: np.ndarray) -> None:
     assert bad.physical[region].mean() > 20 * max(right.physical[region].mean(), 1.0)
 
 
-def test_an_output_still_out_of_focus_is_not_trusted(field: np.ndarray) -> None:
+def test_an_output_still_out_of_focus_is_not_trusted(in_focus_images: list[np.ndarray]
+                                                     ) -> None:
+    field = in_focus_images[1].astype(np.float64)  # whole: its focus can be estimated
     recorded = simulate_plane(field, 4, rng=2)
     as_is = T.trust_map(None, recorded, recorded.astype(np.float64), flips=1)
     truth = T.trust_map(None, recorded, field, flips=1)
@@ -100,7 +106,7 @@ def test_agreement_is_zero_for_an_equivariant_model(field: np.ndarray) -> None:
 def test_agreement_measures_how_much_the_answers_differ(field: np.ndarray) -> None:
     model = _refocuser(Shift())
     out = model.predict_plane(field).astype(np.float64)
-    assert np.array_equal(out[:, 1:], field[:, :-1])  # the model really shifts
+    np.testing.assert_allclose(out[:, 1:], field[:, :-1], rtol=1e-5)  # it really shifts
     spread = T.agreement_spread(model, field, out, flips=2, smooth_px=1e-3)
     # two answers (shifted right and left): their std is half their difference
     expected = np.abs(field[:, :-2] - field[:, 2:]) / 2
@@ -141,6 +147,103 @@ def test_tile_means_and_spearman() -> None:
 
 def test_noise_variance_is_the_cameras() -> None:
     expected = np.array([BBBC006_CAMERA.offset, BBBC006_CAMERA.offset + 1000.0])
-    var = T.noise_variance(expected, BBBC006_CAMERA)
+    var = C.noise_variance(expected, BBBC006_CAMERA)
     read = BBBC006_CAMERA.read_noise**2 + 1 / 12
     np.testing.assert_allclose(var, [read, read + BBBC006_CAMERA.gain * 1000.0])
+
+
+# --- the trust map wherever refocused images come out ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Refocuser:
+    """The shipped default model, plain float32 (no back-end measurement in tests)."""
+    return Refocuser.pretrained(device="cpu", mode="eager")
+
+
+@pytest.fixture
+def cli_model(shipped: Refocuser, monkeypatch: pytest.MonkeyPatch) -> Refocuser:
+    """The commands load ``shipped`` instead of measuring back-ends first."""
+    monkeypatch.setattr(Refocuser, "pretrained",
+                        classmethod(lambda cls, model=None, device=None, mode="auto": shipped))
+    return shipped
+
+
+def test_predict_returns_the_trust_map_of_the_refocused_channel(
+        shipped: Refocuser, z00_files: list) -> None:
+    planes = np.stack([read_plane(p)[:96, :128] for p in z00_files[:2]])  # (C, Y, X)
+    out, trust = shipped.predict(planes, "CYX", channel=1, trust=2)
+    assert trust.dtype == np.float32 and trust.shape == planes.shape
+    np.testing.assert_array_equal(out[0], planes[0])  # copied, not refocused: no trust
+    assert np.isnan(trust[0]).all()
+    expected = T.trust_map(shipped, planes[1], out[1], flips=2)
+    np.testing.assert_allclose(trust[1], expected.map, atol=1e-6)
+    assert T.image_score(trust) == pytest.approx(expected.score) and 0 < expected.score < 1
+    assert np.array_equal(shipped.predict(planes, "CYX", channel=1), out)  # same output
+
+
+def test_cli_predict_writes_trust_maps_and_scores(
+        cli_model: Refocuser, z00_files: list, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import csv
+
+    import imageio.v3 as iio
+    import tifffile
+
+    from refocus.cli import main
+
+    plate = tmp_path / "plate"
+    plate.mkdir()
+    tifffile.imwrite(plate / "a1.tif", read_plane(z00_files[0])[:96, :128])
+    iio.imwrite(plate / "a1.png", read_plane(z00_files[1])[:64, :96])
+    main(["predict", str(plate), "--out", str(tmp_path / "o"), "--trust", "--trust-flips", "2"])
+    printed = capsys.readouterr().out
+    rows = {r["output"]: r for r in csv.DictReader((tmp_path / "o" / "trust.csv").open())}
+    assert set(rows) == {"a1.tif", "a1.png"} and "trust: median" in printed
+    for name, trust_name in (("a1.tif", "a1.trust.tif"), ("a1.png", "a1.png.trust.tif")):
+        trust = tifffile.imread(tmp_path / "o" / trust_name)
+        image, out = read_plane(plate / name), read_plane(tmp_path / "o" / name)
+        assert trust.dtype == np.float32 and trust.shape == image.shape
+        np.testing.assert_allclose(trust, T.trust_map(cli_model, image, out, flips=2).map,
+                                   atol=1e-5)
+        assert float(rows[name]["trust_score"]) == pytest.approx(T.image_score(trust),
+                                                                 abs=1e-4)
+        assert rows[name]["trust_map"] == trust_name
+        assert f"trust {float(rows[name]['trust_score']):.3f}" in printed
+
+
+def test_ome_zarr_output_holds_a_trust_array(cli_model: Refocuser, z00_files: list,
+                                             tmp_path: Path) -> None:
+    import zarr
+    from test_formats import write_ome_zarr
+
+    from refocus.cli import main
+
+    src = tmp_path / "slide.zarr"
+    write_ome_zarr(src, read_plane(z00_files[4])[:128, :160], "YX", (64, 64), levels=2)
+    main(["predict", str(src), "--out", str(tmp_path / "o"), "--trust", "--trust-flips", "1",
+          "--tile", "128", "--overlap", "32"])
+    group = zarr.open_group(tmp_path / "o" / "slide.zarr", mode="r")
+    trust = np.asarray(group["trust"])
+    out = np.asarray(group["0"])
+    expected = T.trust_map(None, np.asarray(zarr.open_group(src, mode="r")["0"]), out, flips=1)
+    np.testing.assert_allclose(trust, expected.map, atol=1e-6)
+    assert group.attrs["refocus"]["trust_score"] == pytest.approx(expected.score)
+
+
+def test_watch_records_each_frames_trust(shipped: Refocuser, z00_files: list,
+                                         tmp_path: Path) -> None:
+    import tifffile
+
+    from refocus.inference.watch import read_ledger, watch
+
+    (tmp_path / "in").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "f1.tif", read_plane(z00_files[2])[:64, :96])
+    report = watch(tmp_path / "in", shipped, tmp_path / "out", settle=0.0, max_frames=1,
+                   idle_timeout=30, trust=1)
+    (frame,) = report.frames
+    trust = tifffile.imread(tmp_path / "out" / "f1.trust.tif")
+    assert frame.trust == pytest.approx(T.image_score(trust))
+    assert read_ledger(tmp_path / "out")["f1.tif"]["trust"] == round(frame.trust, 4)
+    with pytest.raises(RefocusError, match="--trust needs a refocus model"):
+        watch(tmp_path / "in", lambda a: a, tmp_path / "out2", trust=1, max_frames=1)

@@ -41,6 +41,14 @@ def predict_cmd(
     scheduler: str | None = typer.Option(
         None, help="Address of a dask.distributed scheduler (tcp://host:8786) to run on "
                    "(default: this machine)."),
+    trust: bool = typer.Option(
+        False, "--trust", help="Also write each output's trust map (<name>.trust.tif, "
+                               "float32 0..1, higher = more trustworthy; OME-Zarr: its "
+                               "'trust' array) and its score (summary, trust.csv)."),
+    trust_flips: int = typer.Option(
+        8, help="Predictions per image for --trust's model agreement: 8 (all rotations "
+                "and flips, about 9x the time of plain prediction), 4, 2, or 1 (physical "
+                "consistency only, about the time of plain prediction)."),
 ) -> None:
     """Refocus every input into OUT; a file that fails is reported and the rest go on.
 
@@ -53,17 +61,19 @@ def predict_cmd(
     from refocus.images import ensure_writable_folder
     from refocus.inference.files import expand_inputs, plan_jobs
     from refocus.inference.refocuser import Refocuser, check_tiling
+    from refocus.inference.trust import check_flips
 
     model, inputs = model_and_inputs(model, inputs)
     check_tiling(tile, overlap)
-    jobs = plan_jobs(expand_inputs(inputs), ensure_writable_folder(out))
+    flips = check_flips(trust_flips) if trust else 0
+    jobs = plan_jobs(expand_inputs(inputs), ensure_writable_folder(out), trust=trust)
     refocuser = Refocuser.pretrained(model, device=device)
     start = time.perf_counter()
     outcomes: list[Outcome] = []
     try:
         _run_with_progress(refocuser, jobs, outcomes, dict(
             tile=tile, overlap=overlap, channel=channel, overwrite=overwrite,
-            scheduler=scheduler))
+            scheduler=scheduler, trust=flips))
     except KeyboardInterrupt:
         _summary(outcomes, len(jobs), out, time.perf_counter() - start, stopped=True)
         raise typer.Exit(130) from None
@@ -115,8 +125,10 @@ def _run_with_progress(refocuser: Refocuser, jobs: list[Job], outcomes: list[Out
             bar.advance(files)
             bar.update(chunks, visible=False)
             if outcome.ok:
+                score = "" if outcome.trust is None else f", trust {outcome.trust:.3f}"
                 console.print(f"{outcome.job.src.name} -> {outcome.job.dst}"
-                              f"  ({outcome.seconds:.1f} s)", highlight=False, soft_wrap=True)
+                              f"  ({outcome.seconds:.1f} s{score})", highlight=False,
+                              soft_wrap=True)
             else:
                 err_console.print(f"[red]failed[/] {outcome.error}", highlight=False,
                                   soft_wrap=True)
@@ -131,3 +143,13 @@ def _summary(outcomes: list[Outcome], total: int, out: Path, seconds: float,
                   + f"{len(outcomes) - failed} of {total} refocused into {out} in {seconds:.1f} s"
                   + (f"; {failed} failed (listed above)" if failed else ""),
                   highlight=False, soft_wrap=True)
+    scored = sorted((o for o in outcomes if o.ok and o.trust is not None),
+                    key=lambda o: o.trust)  # type: ignore[arg-type, return-value]
+    if scored:
+        from refocus.inference.files import write_trust_csv
+
+        table = write_trust_csv(out, outcomes)
+        median = scored[len(scored) // 2].trust
+        console.print(f"trust: median {median:.3f}, lowest {scored[0].trust:.3f} "
+                      f"({scored[0].job.src.name}); every score in {table}",
+                      highlight=False, soft_wrap=True)

@@ -30,6 +30,12 @@ def watch_cmd(
     idle_timeout: float | None = typer.Option(
         None, help="Stop after this many seconds without a new image (default: run until Ctrl-C)."),
     overwrite: bool = typer.Option(False, help="Replace outputs that exist already."),
+    trust: bool = typer.Option(
+        False, "--trust", help="Also write each frame's trust map (<name>.trust.tif) and "
+                               "record its trust score in the ledger and the frame's line."),
+    trust_flips: int = typer.Option(
+        2, help="Predictions per frame for --trust's model agreement: 8, 4, 2 (about 2x "
+                "the latency) or 1 (physical consistency only)."),
 ) -> None:
     """Refocus each image as it lands in IN_DIR; restart to catch up; Ctrl-C to stop.
 
@@ -41,9 +47,10 @@ def watch_cmd(
     from refocus.inference.watch import FrameResult, watch
 
     def log_frame(frame: FrameResult) -> None:
+        score = "" if frame.trust is None else f", trust {frame.trust:.3f}"
         console.print(f"{frame.name} -> {frame.output.name}  latency"
-                      f" {frame.latency_s * 1000:.0f} ms (refocus {frame.process_s * 1000:.0f} ms)",
-                      highlight=False, soft_wrap=True)
+                      f" {frame.latency_s * 1000:.0f} ms (refocus {frame.process_s * 1000:.0f} ms"
+                      f"{score})", highlight=False, soft_wrap=True)
 
     def log_failure(name: str, problem: str) -> None:
         err_console.print(f"[red]failed[/] {name}: {problem}", highlight=False, soft_wrap=True)
@@ -51,7 +58,8 @@ def watch_cmd(
     console.print(f"watching {in_dir} (Ctrl-C to stop)", highlight=False)
     report = watch(in_dir, model, out, settle=settle, poll=poll, give_up=unreadable_after,
                    tile=tile, overlap=overlap, device=device, overwrite=overwrite,
-                   idle_timeout=idle_timeout, on_frame=log_frame, on_failure=log_failure)
+                   idle_timeout=idle_timeout, on_frame=log_frame, on_failure=log_failure,
+                   trust=trust_flips if trust else 0)
     console.print(("stopped: " if report.interrupted else "") + report.summary(), highlight=False)
     if report.interrupted:
         raise typer.Exit(130)

@@ -17,6 +17,7 @@ from refocus.evaluate.fields import (
 from refocus.evaluate.methods import (
     Deconvolution,
     Method,
+    ModelMethod,
     baseline_methods,
     model_method,
     model_name,
@@ -52,6 +53,7 @@ __all__ = [
     "EvalField",
     "Evaluation",
     "Method",
+    "ModelMethod",
     "OutputSink",
     "baseline_methods",
     "check_outputs",

@@ -21,6 +21,7 @@ from refocus.data.bbbc006 import BEST_FOCUS_Z, check_z
 from refocus.data.pairs import LAYOUTS
 from refocus.data.split import SPLITS
 from refocus.errors import RefocusError
+from refocus.inference.trust import FLIP_CHOICES
 from refocus.simulate import Optics
 
 #: The method's planes: trained-side z = 1, 5, 10 and, never trained on, z = 32.
@@ -99,6 +100,16 @@ def _choice(choices: Callable[[], Sequence[str]], kind: str) -> Callable[[str, A
     return check
 
 
+def _choice_int(choices: Sequence[int]) -> Callable[[str, Any], int]:
+    def check(name: str, value: Any) -> int:
+        if isinstance(value, bool) or value not in choices:
+            raise RefocusError(_where(name), f"must be one of "
+                                             f"{', '.join(map(str, choices))}, got {value!r}")
+        return int(value)
+
+    return check
+
+
 def _fractions(name: str, value: Any) -> tuple[float, float, float]:
     ok = (not isinstance(value, (str, bytes)) and isinstance(value, Sequence) and len(value) == 3
           and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
@@ -143,7 +154,10 @@ class EvalConfig:
     the test split holds only wells the model never saw; ``optics`` left ``None`` are those
     of the folder's ``simulation.json``, else the calibrated defaults. ``max_fields`` caps
     the evaluated fields and the unpaired images (quick looks); RL's iteration count is
-    chosen among ``rl_candidates`` on up to ``max_val_fields`` validation fields.
+    chosen among ``rl_candidates`` on up to ``max_val_fields`` validation fields. Each
+    model output gets a trust map from ``trust_flips`` predictions
+    (:mod:`refocus.inference.trust`; 8 = all rotations and flips, 1 = physical consistency
+    only, 0 = none): 2 by default, which doubles the model's time.
     """
 
     model: Path
@@ -164,6 +178,7 @@ class EvalConfig:
     optics: Optics | None = None
     device: str | None = None
     n_panels: int = 3
+    trust_flips: int = 2
     overwrite: bool = False
     progress: bool = True
 
@@ -208,6 +223,7 @@ CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "optics": _optional(_optics),
     "device": _optional(_text),
     "n_panels": _whole(0),
+    "trust_flips": _choice_int((0, *FLIP_CHOICES)),
     "overwrite": _flag,
     "progress": _flag,
 }

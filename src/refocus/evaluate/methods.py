@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from refocus.inference.refocuser import Refocuser
+    from refocus.inference.trust import Trust
 
 #: A method restores one plane given its z; ``None`` means it does not apply (no PSF known).
 Method = Callable[[np.ndarray, int | None], np.ndarray | None]
@@ -103,20 +104,36 @@ class Deconvolution:
         return baselines.richardson_lucy(image, chosen.psf, self.blind_iterations[nearest])
 
 
-def model_method(model: str | Path | Refocuser, device: str | None = None) -> Method:
-    """The trained model (a file, or one already loaded) as a :data:`Method` (it needs no z).
+class ModelMethod:
+    """The trained model as a :data:`Method` (it needs no z) that can also say how far its
+    output can be trusted (:meth:`trust`, with ``trust_flips`` predictions; 0 = never).
 
     Its output is what ``refocus predict`` writes: the input's units and dtype, so the
     scores are those of the files users get.
     """
+
+    def __init__(self, refocuser: Refocuser, trust_flips: int = 0) -> None:
+        self.refocuser, self.trust_flips = refocuser, trust_flips
+
+    def __call__(self, image: np.ndarray, z: int | None) -> np.ndarray:
+        return self.refocuser.predict(image)
+
+    def trust(self, image: np.ndarray, output: np.ndarray) -> Trust | None:
+        """The output's :class:`~refocus.inference.trust.Trust`, None when switched off."""
+        if not self.trust_flips:
+            return None
+        from refocus.inference.trust import trust_map
+
+        return trust_map(self.refocuser, image, output, flips=self.trust_flips)
+
+
+def model_method(model: str | Path | Refocuser, device: str | None = None,
+                 trust_flips: int = 0) -> ModelMethod:
+    """The trained model (a file, or one already loaded) as a :class:`ModelMethod`."""
     from refocus.inference.refocuser import Refocuser
 
     refocuser = model if isinstance(model, Refocuser) else Refocuser.from_file(model, device)
-
-    def restore(image: np.ndarray, z: int | None) -> np.ndarray:
-        return refocuser.predict(image)
-
-    return restore
+    return ModelMethod(refocuser, trust_flips)
 
 
 def baseline_methods(deconvolution: Deconvolution) -> dict[str, Method]:

@@ -19,8 +19,9 @@ from refocus.images import atomic_output
 from refocus.report import Panel, render_report
 
 CSV_COLUMNS = ("field", "z", "method", "psnr", "ssim", "fg_ssim", "nuclei_target",
-               "nuclei_pred", "count_error", "nuclei_f1", "focus")
-UNPAIRED_COLUMNS = ("field", "z", "method", "focus")
+               "nuclei_pred", "count_error", "nuclei_f1", "focus", "rel_mae", "trust",
+               "trust_tile_rho")
+UNPAIRED_COLUMNS = ("field", "z", "method", "focus", "trust")
 OUTPUT_NAMES = ("metrics.csv", "unpaired.csv", "metrics.json", "report.html")
 
 

@@ -99,7 +99,7 @@ def evaluate(config: EvalConfig, model: Refocuser | None = None,
         "target_z": config.target_z, "fields": len({f.name for f in fields}),
         "rl_iterations": deconv.iterations, "rl_tuning_psnr": deconv.tuning,
         "fractions": list(fractions), "seed": seed, "model_trained_on_z": trained["input_z"],
-        "psf_optics": optics_source,
+        "psf_optics": optics_source, "trust_flips": config.trust_flips,
     }
     if not deconv.iterations:
         meta["deconvolution"] = "skipped: no z (hence no PSF) or no validation fields"
@@ -145,10 +145,11 @@ def _methods(config: EvalConfig, deconv: Deconvolution, model: Refocuser | None
     """Identity, the deconvolutions when they could be tuned, the model and a second one."""
     baseline = baseline_methods(deconv)
     methods = baseline if deconv.iterations else {"identity": baseline["identity"]}
-    methods["model"] = model_method(config.model if model is None else model, config.device)
+    methods["model"] = model_method(config.model if model is None else model, config.device,
+                                    config.trust_flips)
     if config.second_model is not None:
         methods[model_name(config.second_model, methods)] = model_method(
-            config.second_model, config.device)
+            config.second_model, config.device, config.trust_flips)
     return methods
 
 

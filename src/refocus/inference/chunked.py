@@ -17,6 +17,11 @@ the network output (float32) to a temporary Zarr beside the output and sums it; 
 second applies ``lo + g * y_n`` and writes the input's dtype. The temporary store takes
 4 bytes per pixel of one plane and is removed afterwards.
 
+With ``trust`` the output gets a ``trust`` array beside its levels (float32, level 0's
+shape and chunks, :mod:`refocus.inference.trust`) and its score in the group attribute
+``refocus.trust_score``. The trust map's PSF fit is global, so it is made plane by plane
+with each whole plane in memory (not chunk-wise).
+
 ``scheduler``: ``None`` runs on local threads; an address (``tcp://host:8786``) sends the
 work to that dask.distributed cluster, whose workers must see the input and output folders
 and load the model file themselves (a file-backed :class:`Refocuser` pickles as its path).
@@ -40,6 +45,7 @@ from refocus.errors import RefocusError
 from refocus.images import atomic_output_dir, build_pyramid, create_like, open_ome_zarr
 from refocus.inference.flux import apply_gain, gain_from_sums
 from refocus.inference.refocuser import Refocuser
+from refocus.inference.trust import TRUST_ARRAY, image_score, trust_map
 
 Progress = Callable[[int, int], None]
 #: Planes of floating-point (or 32-bit) images are sampled down to about this many pixels
@@ -245,11 +251,13 @@ def refocus_ome_zarr(
     overwrite: bool = False,
     scheduler: str | None = None,
     progress: Progress | None = None,
+    trust: int = 0,
 ) -> Path:
     """Refocus an OME-Zarr image into ``dst`` (same layout, metadata and pyramid).
 
     Every Y-X plane of level 0 is refocused (with a C axis, only the chosen ``channel``;
-    the others are copied), then the lower pyramid levels are rebuilt from it.
+    the others are copied), then the lower pyramid levels are rebuilt from it. ``trust``
+    (a flip count, 0 = none) adds the trust array and score (module doc).
     """
     import dask.array as da
 
@@ -281,7 +289,31 @@ def refocus_ome_zarr(
                     continue
                 refocus_plane(refocuser, level0, index, target, scratch / "y.zarr",
                               tile=tile, overlap=overlap, client=client, progress=progress)
+            if trust:
+                add_trust(refocuser, level0, group, target, chosen, c_axis, trust,
+                          (tile, overlap))
             build_pyramid(tmp, image, scheduler=client)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     return dst
+
+
+def add_trust(refocuser: Refocuser, source: Any, group: Any, output: Any, chosen: int | None,
+              c_axis: int, flips: int, tiling: tuple[int, int]) -> float:
+    """Write the ``trust`` array of an output ``group`` whose refocused level 0 is
+    ``output`` and its score (the geometric mean over the refocused planes' scores);
+    channels copied unchanged stay NaN. Returns the score."""
+    maps = group.create_array(TRUST_ARRAY, shape=source.shape, chunks=source.chunks,
+                              dtype=np.float32, fill_value=np.nan)
+    scores: list[float] = []
+    for index in np.ndindex(*source.shape[:-2]):
+        if chosen is not None and index[c_axis] != chosen:
+            continue
+        plane = trust_map(refocuser, np.asarray(source[index]), np.asarray(output[index]),
+                          flips=flips, tile=tiling[0], overlap=tiling[1]).map
+        maps[index] = plane
+        scores.append(image_score(plane))
+    score = float(np.exp(np.nanmean(np.log(scores)))) if scores else math.nan
+    group.attrs["refocus"] = {"trust_array": TRUST_ARRAY, "trust_flips": flips,
+                              "trust_score": score}
+    return score

@@ -6,7 +6,8 @@ network's 32-px grid exactly as the network pads a whole image
 whose size follows free memory (:mod:`refocus.inference.memory`) and whose overlap follows
 the measured receptive field (:mod:`refocus.inference.receptive`), and brought back to the
 input's units and dtype by the flux rule (:mod:`refocus.inference.flux`). NaN and infinite
-pixels are refocused around and stay NaN (:mod:`refocus.inference.finite`).
+pixels are refocused around and stay NaN (:mod:`refocus.inference.finite`). With
+``trust=True`` each refocused plane also gets its trust map (:mod:`refocus.inference.trust`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from refocus.inference.tiling import (
     overlap_for_halo,
     predict_tiled,
 )
+from refocus.inference.trust import check_flips, trust_map
 from refocus.modelfile import load_model
 
 log = logging.getLogger(__name__)
@@ -254,7 +256,8 @@ class Refocuser:
         channel: int | str | None = None,
         channel_names: Sequence[str] | None = None,
         where: str | os.PathLike[str] | None = None,
-    ) -> np.ndarray:
+        trust: bool | int = False,
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Refocus ``array``; the result has the same shape and dtype.
 
         ``axes`` names each dimension with T, Z, C, Y, X (any other letter is a plane
@@ -264,7 +267,14 @@ class Refocuser:
         defaults to the largest that fits free memory, ``overlap`` to three times the
         measured receptive radius (see :mod:`refocus.inference.tiling`). ``where`` (the
         file name) names the image in the warning about non-finite pixels.
+
+        ``trust``: True (all 8 rotations and flips) or a flip count of
+        :data:`~refocus.inference.trust.FLIP_CHOICES` returns ``(refocused, trust map)``,
+        the map float32 of the same shape, 0..1, higher = more trustworthy, NaN in the
+        channels copied unchanged (:mod:`refocus.inference.trust`; its
+        :func:`~refocus.inference.trust.image_score` is the image's score).
         """
+        flips = check_flips(8 if trust is True else int(trust)) if trust else 0
         array = np.asarray(array)
         where = None if where is None else str(where)
         axes = _checked_axes(array, axes)
@@ -275,14 +285,21 @@ class Refocuser:
         c = lead.find("C")
         chosen = None if c < 0 else self.select_channel(planes.shape[c], channel, channel_names)
         out = planes.copy()
+        maps = np.full(planes.shape, np.nan, np.float32) if flips else None
         bad = 0
         for index in np.ndindex(planes.shape[:-2]):
             if chosen is None or index[c] == chosen:
                 label = where if not index else f"{where or 'image'}, plane {index}"
                 out[index], n = self._refocus_plane(planes[index], tile, overlap, label)
                 bad += n
+                if maps is not None:
+                    maps[index] = trust_map(self, planes[index], out[index], flips=flips,
+                                            tile=tile, overlap=overlap).map
         _warn_non_finite(where, bad)
-        return np.transpose(out, np.argsort(order))
+        back = np.argsort(order)
+        if maps is None:
+            return np.transpose(out, back)
+        return np.transpose(out, back), np.transpose(maps, back)
 
 
 def check_tiling(tile: int | None, overlap: int | None) -> None:

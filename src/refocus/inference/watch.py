@@ -15,7 +15,9 @@ the output folder, rewritten atomically, so a restart refocuses what arrived whi
 watcher was down and skips what is done (in the ledger with the same size and time, or
 whose output is already there); a file rewritten under a finished name is refocused
 again. Ctrl-C ends the loop between two writes: outputs and the ledger are never left half
-written.
+written. With ``trust``, each frame's trust map goes beside its output
+(``<name>.trust.tif``, :mod:`refocus.inference.trust`) and its score into the ledger and
+the frame's line.
 """
 
 from __future__ import annotations
@@ -33,12 +35,14 @@ import numpy as np
 
 from refocus.errors import RefocusError
 from refocus.images import IMAGE_SUFFIXES, atomic_output, check_plane, read_image, write_like
+from refocus.inference.trust import write_trust_map
 
 LEDGER_NAME = ".refocus-watch.json"
 LEDGER_FORMAT = 1
 
 Process = Callable[[np.ndarray], np.ndarray]
-_Process = Callable[[np.ndarray, str], np.ndarray]  # (frame, its file name) -> refocused
+#: (frame, its file name) -> refocused, or (refocused, trust map) with trust
+_Process = Callable[[np.ndarray, str], Any]
 Stamp = tuple[int, int]  # (size, mtime_ns): what says a file is still the same one
 
 
@@ -51,6 +55,7 @@ class FrameResult:
     wait_s: float  # first seen -> complete (size stable, readable)
     process_s: float  # read + refocus + write
     latency_s: float  # first seen -> refocused output in place
+    trust: float | None = None  # the output's trust score, when asked for
 
 
 @dataclass
@@ -135,10 +140,11 @@ def check_watch_settings(settle: float, poll: float, give_up: float,
 
 
 def _resolve_process(model: Any, tile: int | None, overlap: int | None,
-                     device: str | None) -> _Process:
+                     device: str | None, trust: int = 0) -> _Process:
     """``model`` (None: the default pretrained model, a name or file, a Refocuser or a
     callable) as a function of (frame, file name), set up before the first frame so that
-    frame's latency is the microscope's, not the model loader's."""
+    frame's latency is the microscope's, not the model loader's. ``trust`` (a flip
+    count) needs a refocus model: the process then returns (refocused, trust map)."""
     from refocus.inference.refocuser import Refocuser
 
     if model is None or isinstance(model, str | os.PathLike):
@@ -146,7 +152,11 @@ def _resolve_process(model: Any, tile: int | None, overlap: int | None,
     warm_up = np.zeros((64, 64), np.uint16)
     if isinstance(model, Refocuser):
         model.predict(warm_up, tile=tile, overlap=overlap)  # the fast variant, the tile
-        return lambda image, name: model.predict(image, tile=tile, overlap=overlap, where=name)
+        return lambda image, name: model.predict(image, tile=tile, overlap=overlap, where=name,
+                                                 trust=trust)
+    if trust:
+        raise RefocusError(None, "--trust needs a refocus model (a model file or name), "
+                                 "not a plain function")
     predict = getattr(model, "predict", None)
     if predict is not None:
         predict(warm_up, tile=tile, overlap=overlap)
@@ -187,6 +197,7 @@ def watch(
     idle_timeout: float | None = None,
     on_frame: Callable[[FrameResult], None] | None = None,
     on_failure: Callable[[str, str], None] | None = None,
+    trust: int = 0,
 ) -> WatchReport:
     """Refocus every image landing in ``in_dir`` into ``out_dir`` until stopped.
 
@@ -197,19 +208,23 @@ def watch(
     pending. A frame that fails, or is stable but still unreadable after ``give_up``
     seconds, is reported once in ``failed`` and to ``on_failure(name, problem)`` as it
     happens, and left alone (until it changes, or a restart tries it again).
-    ``on_frame`` is called after each frame, e.g. to log latency.
+    ``on_frame`` is called after each frame, e.g. to log latency. ``trust`` (a flip count
+    of :data:`~refocus.inference.trust.FLIP_CHOICES`, 0 = none) adds each frame's trust
+    map and score (module doc).
     """
     from refocus.inference.refocuser import check_tiling
+    from refocus.inference.trust import check_flips
 
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     check_watch_settings(settle, poll, give_up, idle_timeout)
     check_tiling(tile, overlap)
+    trust = check_flips(trust) if trust else 0
     if not in_dir.is_dir():
         raise RefocusError(in_dir, "input folder not found")
     if out_dir.resolve() == in_dir.resolve():
         raise RefocusError(out_dir, "output folder must differ from the watched folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    process = _resolve_process(model, tile, overlap, device)
+    process = _resolve_process(model, tile, overlap, device, trust)
     stop = stop or threading.Event()
     session = _Session(in_dir, out_dir, process, settle=settle, give_up=give_up,
                        overwrite=overwrite, stop=stop, max_frames=max_frames,
@@ -322,6 +337,8 @@ class _Session:
             "latency_s": round(result.latency_s, 4),
             "process_s": round(result.process_s, 4),
         }
+        if result.trust is not None:
+            self.done[result.name]["trust"] = round(result.trust, 4)
         _write_ledger(self.out_dir, self.done)
         self.report.failed.pop(result.name, None)  # an earlier version failed; this one did not
         self.report.frames.append(result)
@@ -356,13 +373,19 @@ def _try_frame(
     if (st.st_size, st.st_mtime_ns) != seen.stamp:
         return None  # written to while we read it: wait for it to settle again
     wait_s = start - seen.first_seen
+    score = None
     try:
-        refocused = np.asarray(process(plane, path.name)).reshape(image.data.shape)
-        out = write_like(image, refocused, output_path(out_dir, path.name), overwrite=overwrite)
+        result = process(plane, path.name)
+        trust_map = result[1] if isinstance(result, tuple) else None
+        refocused = np.asarray(result[0] if trust_map is not None else result)
+        out = write_like(image, refocused.reshape(image.data.shape),
+                         output_path(out_dir, path.name), overwrite=overwrite)
+        if trust_map is not None:
+            score = write_trust_map(out, trust_map.reshape(image.data.shape), image.axes, True)
     except Exception as exc:  # one frame's failure, reported by the caller
         return _problem(path, exc)
     end = time.monotonic()
-    return FrameResult(path.name, out, wait_s, end - start, end - seen.first_seen)
+    return FrameResult(path.name, out, wait_s, end - start, end - seen.first_seen, score)
 
 
 def _problem(path: Path, exc: Exception) -> str:

@@ -4,7 +4,9 @@ With no model file chosen, the default pretrained model (:mod:`refocus.zoo`) is 
 one is registered, so a first try needs no trained model of one's own. Prediction runs in
 a worker thread (napari's ``thread_worker``) so the viewer stays responsive; the worker
 reports progress plane by plane and the result arrives as a new layer beside the
-original, with the same scale and position.
+original, with the same scale and position. With *Trust map* ticked, each plane's trust
+map (:mod:`refocus.inference.trust`: 0..1, higher = more trustworthy) arrives as a second
+layer, ``<layer> trust``, and the status line gives the image's trust score.
 """
 
 from __future__ import annotations
@@ -14,7 +16,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, SpinBox
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -22,27 +33,36 @@ if TYPE_CHECKING:
     from refocus.inference.refocuser import Refocuser
 
 Progress = tuple[int, int]
+#: Predictions per plane of the widget's trust map (identity and a flip: about 2x).
+WIDGET_TRUST_FLIPS = 2
 
 
 def refocus_planes(
-    refocuser: Refocuser, data: np.ndarray, tile: int, name: str | None = None
-) -> Generator[Progress, None, np.ndarray]:
+    refocuser: Refocuser, data: np.ndarray, tile: int, name: str | None = None,
+    trust: int = 0,
+) -> Generator[Progress, None, Any]:
     """Refocus every 2-D plane of ``data`` (last two axes Y, X), yielding (done, total).
 
     Plane by plane keeps memory flat for long stacks and gives the progress bar real steps;
     each plane is predicted in ``tile``-pixel tiles. Returns an array shaped like ``data``;
-    ``name`` (the layer's) names it in warnings.
+    ``name`` (the layer's) names it in warnings. ``trust`` (a flip count, 0 = none)
+    returns (refocused, trust map) instead.
     """
     data = np.asarray(data)
     if data.ndim < 2:
         raise ValueError(f"layer data of shape {data.shape} has no Y and X axes")
     out = np.empty_like(data)
+    maps = np.empty(data.shape, np.float32) if trust else None
     leading = list(np.ndindex(data.shape[:-2]))
     yield 0, len(leading)
     for done, index in enumerate(leading, start=1):
-        out[index] = refocuser.predict(data[index], tile=tile, where=name)
+        if maps is None:
+            out[index] = refocuser.predict(data[index], tile=tile, where=name)
+        else:
+            out[index], maps[index] = refocuser.predict(data[index], tile=tile, where=name,
+                                                        trust=trust)
         yield done, len(leading)
-    return out
+    return out if maps is None else (out, maps)
 
 
 def default_model_name() -> str | None:
@@ -71,11 +91,14 @@ class RefocusWidget(Container):
         self.image_layer = ComboBox(label="Image", choices=self._image_layers)
         self.tile = SpinBox(label="Tile (px)", value=512, min=64, max=4096, step=32,
                             tooltip="Tile size; smaller tiles use less memory.")
+        self.trust = CheckBox(label="Trust map", value=False, tooltip=(
+            "Also add where the output can be trusted (0..1); takes about 2x as long "
+            "(2 flips)."))
         self.run_button = PushButton(text="Refocus")
         self.progress = ProgressBar(label="Progress", value=0, min=0, max=1)
         self.status = Label(value=f"Choose an image layer (model: {default!r}, or a file)."
                             if default else "Choose a model file and an image layer.")
-        super().__init__(widgets=[self.model_file, self.image_layer, self.tile,
+        super().__init__(widgets=[self.model_file, self.image_layer, self.tile, self.trust,
                                   self.run_button, self.progress, self.status])
         self.run_button.changed.connect(self.start)
         self.worker: Any = None
@@ -123,11 +146,12 @@ class RefocusWidget(Container):
             self.status.value = f"{layer.name} is {kind}; refocus needs a single grey image."
             return
         tile = self.tile.value  # read widgets here, in the GUI thread
+        trust = WIDGET_TRUST_FLIPS if self.trust.value else 0
 
-        def job() -> Generator[Progress, None, np.ndarray]:
+        def job() -> Generator[Progress, None, Any]:
             refocuser = self._refocuser(model)
             return (yield from refocus_planes(refocuser, np.asarray(layer.data), tile,
-                                              layer.name))
+                                              layer.name, trust))
 
         self.run_button.enabled = False
         self.status.value = f"Refocusing {layer.name}..."
@@ -145,12 +169,21 @@ class RefocusWidget(Container):
         self.progress.max = 0 if total == 1 and done == 0 else max(total, 1)
         self.progress.value = done
 
-    def _on_done(self, layer: napari.layers.Image, data: np.ndarray) -> None:
+    def _on_done(self, layer: napari.layers.Image, result: Any) -> None:
+        data, trust = result if isinstance(result, tuple) else (result, None)
         self._viewer.add_image(
             data, name=f"{layer.name} refocused", scale=layer.scale, translate=layer.translate,
             colormap=layer.colormap,
         )
         self.status.value = f"Done: added '{layer.name} refocused'."
+        if trust is not None:
+            from refocus.inference.trust import image_score
+
+            self._viewer.add_image(trust, name=f"{layer.name} trust", scale=layer.scale,
+                                   translate=layer.translate, colormap="viridis",
+                                   contrast_limits=(0.0, 1.0))
+            self.status.value = (f"Done: added '{layer.name} refocused' and '{layer.name} "
+                                 f"trust' (score {image_score(trust):.3f}).")
 
     def _on_error(self, exc: Exception) -> None:
         self.status.value = f"Failed: {exc}"

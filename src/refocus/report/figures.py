@@ -38,13 +38,15 @@ CROP = 192
 @dataclass
 class Panel:
     """One field's images for the side-by-side figure: its input, target and each method's
-    output (``target`` is ``None`` for an unpaired image)."""
+    output (``target`` is ``None`` for an unpaired image), and the trust map of each
+    method that gives one."""
 
     name: str
     z: int | None
     input: np.ndarray
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     target: np.ndarray | None = None
+    trust: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def method_color(method: str, methods: Sequence[str]) -> str:
@@ -144,16 +146,18 @@ def _short(name: str, limit: int = 22) -> str:
 
 def plot_panels(panels: Sequence[Panel], path: Path, overwrite: bool = False,
                 crop: int = CROP) -> Path:
-    """Per field: input | each method | target on one grey scale, and each one's |error|.
+    """Per field: input | each method | target on one grey scale, each one's |error|, and
+    the trust map of each method that has one, beneath its error.
 
     Every image is fitted to the normalised target exactly as the metrics fit it; errors share
-    one colour scale so columns can be compared at a glance.
+    one colour scale so columns can be compared at a glance, trust maps another (0..1).
     """
     plt = _pyplot()
     paired = all(p.target is not None for p in panels)
     methods = [m for m in panels[0].outputs if m != "identity"]
     cols = ["input", *methods] + (["target"] if paired else [])
-    rows_per = 2 if paired else 1
+    trusted = any(p.trust for p in panels)
+    rows_per = (2 if paired else 1) + trusted
     fig, axes = plt.subplots(rows_per * len(panels), len(cols),
                              figsize=(2.3 * len(cols), 2.45 * rows_per * len(panels)),
                              squeeze=False)
@@ -186,11 +190,38 @@ def plot_panels(panels: Sequence[Panel], path: Path, overwrite: bool = False,
         if paired:  # the empty slot under the target holds the error scale
             fig.colorbar(err_im, cax=cax).set_label("|error|", fontsize=8)
             cax.tick_params(labelsize=7)
+        if trusted:
+            _trust_row(fig, axes[rows_per * (i + 1) - 1], panel, cols, window)
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
     fig.tight_layout()
     return _save(fig, path, overwrite)
+
+
+def _trust_row(fig: Any, row: Sequence[Any], panel: Panel, cols: Sequence[str],
+               window: tuple[slice, slice]) -> None:
+    """The trust maps of one panel under their methods' columns (viridis, 0..1: bright =
+    trusted), the scale in the last empty slot."""
+    shown = None
+    for ax, col in zip(row, cols, strict=True):
+        if col in panel.trust:
+            shown = ax.imshow(panel.trust[col][window], cmap="viridis", vmin=0, vmax=1,
+                              interpolation="nearest")
+        elif ax is row[0]:
+            ax.set_frame_on(False)  # keeps the row's label
+        else:
+            ax.axis("off")
+    row[0].set_ylabel("trust", fontsize=8)
+    if shown is None:
+        return
+    if cols[-1] in panel.trust:
+        bar = fig.colorbar(shown, ax=row[-1], fraction=0.046)
+    else:
+        cax = row[-1].inset_axes((0.05, 0.05, 0.1, 0.9))
+        bar = fig.colorbar(shown, cax=cax)
+    bar.set_label("trust", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
 
 
 def plot_focus(records: Sequence[Mapping[str, Any]], path: Path,

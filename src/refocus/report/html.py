@@ -111,6 +111,8 @@ def render_report(out: str | Path, summary: Mapping[str, Any],
              "<h1>refocus evaluation</h1>", _meta_list(meta)]
     if summary.get("paired"):
         parts += _paired_section(summary, panels, figures, overwrite)
+    if summary.get("trust"):
+        parts += _trust_section(summary)
     if summary.get("unpaired"):
         parts += _unpaired_section(summary, unpaired_panels, figures, overwrite)
     parts.append("</body></html>")
@@ -172,9 +174,51 @@ def _paired_section(summary: Mapping[str, Any], panels: Mapping[int | None, Sequ
             continue
         tag = "pairs" if z is None else f"z{z:02d}"
         fig = plot_panels(group, figures / f"panels_{tag}.png", overwrite)
+        trust = "; trust (0-1) below the error" if any(p.trust for p in group) else ""
         parts.append(_img(fig, "Fields" + ("" if z is None else f" at z={z}")
-                          + ": outputs fitted to the target; |error| below each"))
+                          + ": outputs fitted to the target; |error| below each" + trust))
     return parts
+
+
+TRUST_NOTE = (
+    "<p class=note>Trust (0–1, higher = more trustworthy) combines two signals "
+    "(<code>refocus.inference.trust</code>): whether the output, blurred with the PSF "
+    "that explains the input, gives back the input within the camera's noise, and how "
+    "much the model's answers to the rotated and flipped input disagree "
+    "({flips}). Tile ρ: Spearman correlation, per image, of per-tile (32×32) distrust "
+    "with the tile's mean absolute error (median over images); image ρ: Spearman over all "
+    "scored images of distrust (1 − score) with the mean absolute error over the "
+    "target's range. 1 = trust ranks the errors perfectly. The trust maps are under the "
+    "error maps in the example fields.</p>")
+
+
+def _trust_section(summary: Mapping[str, Any]) -> list[str]:
+    """How well the trust maps predicted the errors: per method, then per z."""
+    flips = summary.get("meta", {}).get("trust_flips")
+    said = f"{flips} prediction(s) per image" if flips else "see the run details"
+    rows = ["<table><thead><tr><th>method</th><th>images</th><th>mean trust</th>"
+            "<th>tile ρ (median)</th><th>image ρ</th><th>unpaired trust</th></tr></thead>"
+            "<tbody>"]
+    for method, r in summary["trust"].items():
+        cells = [html.escape(method), str(r.get("images", 0))]
+        cells += [_num(r.get(k)) for k in ("trust", "tile_rho", "image_rho", "unpaired_trust")]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    rows.append("</tbody></table>")
+    per_z = ["<table><thead><tr><th>z</th><th>method</th><th>trust</th><th>tile ρ</th>"
+             "</tr></thead><tbody>"]
+    for r in summary.get("paired", []):
+        if "trust" in r:
+            z = "–" if r["z"] is None else str(r["z"])
+            per_z.append(f"<tr><td>{z}</td><td>{html.escape(r['method'])}</td>"
+                         f"<td>{_fmt(r['trust'])}</td><td>{_fmt(r.get('trust_tile_rho'), 2)}"
+                         "</td></tr>")
+    per_z.append("</tbody></table>")
+    return ["<h2>Trust: does it say where the output is wrong?</h2>",
+            TRUST_NOTE.format(flips=html.escape(said)), "".join(rows), "".join(per_z)]
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
 
 
 def _unpaired_section(summary: Mapping[str, Any], unpaired_panels: Sequence[Panel],

@@ -2,8 +2,9 @@
 
 :mod:`~refocus.train.config` (what defines a run, validated when built),
 :mod:`~refocus.train.schedule` (stages, optimizer, learning rates),
-:mod:`~refocus.train.data` (split and crops), :mod:`~refocus.train.step` (one step, one
-validation), :mod:`~refocus.train.state` (seeding, RNG, checkpoint checks),
+:mod:`~refocus.train.data` (split and crops), :mod:`~refocus.train.zstacks` (the data
+of ``--zstacks``: focus planes found, split by stack), :mod:`~refocus.train.step` (one
+step, one validation), :mod:`~refocus.train.state` (seeding, RNG, checkpoint checks),
 :mod:`~refocus.train.distributed` (torchrun, precision, Ctrl-C) and
 :mod:`~refocus.train.loop` (epochs and stages).
 """
