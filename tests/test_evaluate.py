@@ -259,7 +259,7 @@ def test_evaluate_from_files_with_two_models(
                         out=tmp_path / "out", second_model=second, unpaired=unpaired,
                         rl_candidates=(10, 40), progress=False)
     result = evaluate(config)
-    methods = ["identity", "richardson_lucy", "wiener", "model", "l1"]
+    methods = ["identity", "richardson_lucy", "richardson_lucy_blind", "wiener", "model", "l1"]
     assert result.summary["methods"] == methods
     rows = result.rows
     n_fields = len({r["field"] for r in rows})
@@ -301,7 +301,8 @@ def test_cli_evaluate(make_bbbc006, tiny_model_path: Path, tmp_path: Path,
             "--out", str(out)]
     main(args)
     rows = list(csv.DictReader((out / "metrics.csv").open()))
-    assert {r["method"] for r in rows} == {"identity", "richardson_lucy", "wiener", "model"}
+    assert {r["method"] for r in rows} == {"identity", "richardson_lucy", "richardson_lucy_blind",
+                                           "wiener", "model"}
     assert "report.html" in capsys.readouterr().out
     with pytest.raises(SystemExit) as exc:
         main(args)
@@ -320,7 +321,8 @@ def test_cli_evaluate(make_bbbc006, tiny_model_path: Path, tmp_path: Path,
 
 @pytest.mark.parametrize(("setting", "message"), [
     ({"split": "tset"}, "--split: unknown split 'tset' (choose from train, val, test, all)"),
-    ({"layout": "zarr"}, "--layout: unknown data layout 'zarr' (choose from bbbc006, pairs)"),
+    ({"layout": "zarr"},
+     "--layout: unknown data layout 'zarr' (choose from bbbc006, pairs, in-focus)"),
     ({"input_z": []}, "--input-z: must be a non-empty list of whole numbers"),
     ({"input_z": [1, 40]}, "--input-z: z=40 outside BBBC006's planes 0..33"),
     ({"target_z": 34}, "--target-z: z=34 outside BBBC006's planes 0..33"),
