@@ -180,7 +180,11 @@ def summarize(held: list[dict], ood: list[dict], reals: list[dict]) -> dict:
         z00 = [r[key] for r in reals if r["kind"] == "z00"]
         out[flips] = {
             "tile_rho_median": statistics.median(tile), "tile_rho_min": min(tile),
-            "image_rho": images, "ood_below_mean": f"{sum(ood_ok)}/{len(ood_ok)}",
+            "image_rho": images, **{
+                f"image_rho_{f}": T.spearman([1 - r[key] for r in held if r["field"] == f],
+                                             [r["error"] for r in held if r["field"] == f])
+                for f in dict.fromkeys(r["field"] for r in held)},
+            "ood_below_mean": f"{sum(ood_ok)}/{len(ood_ok)}",
             "ood_below_every": f"{sum(ood_min_ok)}/{len(ood_min_ok)}",
             "in_focus_mean": statistics.mean(focus) if focus else None,
             "z00_mean": statistics.mean(z00) if z00 else None,

@@ -19,9 +19,10 @@ the per-image score is the map's geometric mean, the same function of the image'
 ``e``. Both lie in 0..1, higher = more trustworthy; NaN where the output is NaN.
 
 Cost: ``flips`` predictions in all (``flips - 1`` besides the output itself) plus about a
-dozen FFTs for the PSF search; ``flips=1`` is the physical signal only, ``flips=2``
-(identity and a left-right flip) a quarter of the agreement's cost of 8.
-``benchmarks/bench_trust.py`` measures them against plain prediction.
+dozen FFTs for the PSF search. Measured on a 520x696 field (``benchmarks/bench_trust.py``,
+shipped model, 2 CPU cores): prediction with trust takes 8.7x the time of plain
+prediction with 8 flips, 2.2x with 2 (identity and a left-right flip; nearly as good) and
+1.2x with ``flips=1`` (physical consistency only: good per tile, weaker across images).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ FLIP_CHOICES = (1, 2, 4, 8)
 AGREEMENT_WEIGHT = 4.0
 PHYSICAL_WEIGHT = 1.0
 #: Error (fraction of the output's signal range) at which trust falls to 1/e.
-TRUST_SCALE = 0.05
+TRUST_SCALE = 0.02
 #: Name of the trust map's array in an OME-Zarr output.
 TRUST_ARRAY = "trust"
 #: Least trust a pixel counts with in the image score (a geometric mean).
@@ -80,10 +81,10 @@ DIHEDRAL: tuple[Transform, ...] = (
 class Trust:
     """One plane's trust: ``map`` (float32, the plane's shape, 0..1, higher = more
     trustworthy), ``score`` (the whole image, 0..1), and what they came from: the error
-    estimates in ADU (``physical``: unexplained residual, ``spread``: disagreement of the
-    ``flips`` predictions, None with one), the signed ``defocus_um`` of the PSF that best
-    explains the input and the mean squared noise-unit residual ``chi2`` there (about 1
-    when the output explains the input)."""
+    estimates in ADU (``physical``: the residual no noise explains, scaled to the output's
+    detail; ``spread``: disagreement of the ``flips`` predictions, None with one), the
+    signed ``defocus_um`` of the PSF that best explains the input and the mean squared
+    noise-unit residual ``chi2`` there (about 1 when the output explains the input)."""
 
     map: np.ndarray
     score: float
