@@ -103,6 +103,19 @@ def test_one_nan_pixel_is_refocused_around_and_stays_nan(stand_in, field, caplog
     assert record.getMessage().startswith("plate/a1.tif: 302 non-finite pixel(s)")
 
 
+@pytest.mark.parametrize("value", [0.0, 0.5, 1000.0])
+def test_a_blank_float_plane_comes_back_blank(value: float) -> None:
+    """Issue 17 #11: the shipped network draws a faint pattern (its biases) from a blank
+    input; a plane without contrast has nothing to refocus and must come back as itself."""
+    refocuser = Refocuser.pretrained(mode="eager")
+    blank = np.full((64, 80), value, np.float32)
+    out = refocuser.predict(blank)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, blank)
+    stack = np.stack([blank, blank + 1.0])  # each plane of a stack on its own
+    np.testing.assert_array_equal(refocuser.predict(stack, axes="ZYX"), stack)
+
+
 def test_a_stack_warns_once_and_an_all_nan_plane_is_one_error(stand_in, field,
                                                               caplog) -> None:
     stack = np.stack([field[:64, :96], field[64:128, :96]]).copy()

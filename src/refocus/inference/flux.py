@@ -41,7 +41,7 @@ def gain_from_sums(above: float, predicted: float, lo: float, hi: float) -> floa
     """``sum(x - lo) / sum(y_n)``, or ``hi - lo`` when that is undefined (see module doc)."""
     if above > 0 and predicted > 0 and np.isfinite(above / predicted):
         return above / predicted
-    return max(hi - lo, 0.0) or 1.0
+    return max(hi - lo, 0.0)  # 0 for a blank plane: it comes back as itself, blank
 
 
 def apply_gain(prediction: np.ndarray, lo: float, gain: float, dtype: np.dtype) -> np.ndarray:

@@ -78,7 +78,11 @@ def quantize_int8(fp32: Path, out: Path, inputs: list[np.ndarray] | None = None)
             x = next(batches, None)
             return None if x is None else {INPUT_NAME: x}
 
-    with tempfile.TemporaryDirectory(prefix="refocus-int8-") as tmp, _quiet_quantizer():
+    fp32, out = Path(fp32).resolve(), Path(out).resolve()
+    # chdir: ONNX Runtime's shape inference saves a failed model (with >100 MB of external
+    # data) into the working directory; it must land in the temporary folder instead.
+    with tempfile.TemporaryDirectory(prefix="refocus-int8-") as tmp, _quiet_quantizer(), \
+            contextlib.chdir(tmp):
         source = Path(tmp) / "pre.onnx"
         try:  # folds BatchNorm into convolutions first, so more of the graph quantises
             quant_pre_process(str(fp32), str(source), skip_symbolic_shape=True)
