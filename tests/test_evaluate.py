@@ -304,13 +304,21 @@ def test_cli_evaluate(make_bbbc006, tiny_model_path: Path, tmp_path: Path,
     assert {r["method"] for r in rows} == {"identity", "richardson_lucy", "richardson_lucy_blind",
                                            "wiener", "model"}
     assert "report.html" in capsys.readouterr().out
+    (model_row,) = [r for r in rows if r["method"] == "model"]
+    assert 0 < float(model_row["trust"]) < 1  # trust maps by default (2 flips)
     with pytest.raises(SystemExit) as exc:
         main(args)
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "exists already" in err and len(err.strip().splitlines()) == 1
-    main([*args, "--overwrite"])
+    main([*args, "--overwrite", "--trust-flips", "0"])
     assert (out / "report.html").stat().st_size > 0
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert not any(r.get("trust") for r in rows)  # switched off
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--overwrite", "--trust-flips", "3"])
+    assert exc.value.code == 2
+    assert "--trust-flips" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:  # refused by EvalConfig before any work
         main([*args, "--overwrite", "--split", "tset"])
     assert exc.value.code == 2

@@ -35,6 +35,9 @@ def evaluate_cmd(
     seed: int | None = typer.Option(
         None, help="Split seed (default: the one stored in the model file)."),
     device: str | None = typer.Option(None, help="cpu, cuda, cuda:1 ... (default: best)."),
+    trust_flips: int = typer.Option(
+        2, help="Predictions per field for the model's trust maps: 8, 4, 2 (about 2x the "
+                "model's time), 1 (physical consistency only) or 0 (no trust maps)."),
     overwrite: bool = typer.Option(False, help="Replace outputs that exist already."),
 ) -> None:
     """Compare the model with identity, Richardson-Lucy and Wiener on the same fields."""

@@ -32,7 +32,7 @@ SPLIT_CHOICES = (*SPLITS, "all")
 
 #: Settings ``refocus evaluate`` has an option for; errors name that option, as a user types it.
 COMMAND_LINE = ("data", "layout", "input_z", "target_z", "split", "out", "second_model",
-                "unpaired", "max_fields", "seed", "device", "overwrite")
+                "unpaired", "max_fields", "seed", "device", "trust_flips", "overwrite")
 
 
 def _where(name: str) -> str:
