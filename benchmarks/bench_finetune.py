@@ -1,7 +1,7 @@
 """Fine-tuning the shipped model on two z-stacks of "your" microscope, against the shipped
 model alone and against training from scratch with the same budget.
 
-    python benchmarks/bench_finetune.py --model runs/release/nuclei-widefield.pt \
+    python benchmarks/bench_finetune.py [--model NAME|FILE (default: the shipped model)] \
         [--epochs 4] [--crops-per-pair 6] [--threads 2] [--optics other] [--json out.json]
 
 "Your microscope" is simulated (:mod:`refocus.simulate`): z-stacks z=0..33 (2 um apart,
@@ -25,7 +25,6 @@ import json
 import shutil
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -41,8 +40,9 @@ from refocus.samples import sample_dir
 from refocus.simulate import simulate_stacks
 from refocus.simulate.camera import BBBC006_CAMERA, Camera
 from refocus.simulate.optics import BBBC006_OPTICS, Optics
-from refocus.train import TrainConfig, train
+from refocus.train import TrainConfig, last_path, train
 from refocus.train.recipes import RECIPES
+from refocus.zoo import resolve_model
 
 MICROSCOPES = {
     "other": (Optics(na=0.5, bottom_mismatch_um=0.0, defocus_scale=1.0),
@@ -66,7 +66,10 @@ def wells(seed: int = 0) -> tuple[list[str], list[str]]:
 
 
 def make_stacks(work: Path, chosen: list[str], microscope: str, seed: int) -> list[Path]:
-    """One simulated 34-plane OME-TIFF stack per chosen well (whole 520x696 fields)."""
+    """One simulated 34-plane OME-TIFF stack per chosen well (whole 520x696 fields);
+    those of an earlier run of the benchmark in ``work`` are kept (``--resume``)."""
+    if (work / "stacks").is_dir():
+        return sorted((work / "stacks").glob("*.ome.tif"))
     source = work / "in-focus"
     source.mkdir(parents=True)
     for path in sorted((sample_dir() / "in-focus").iterdir()):
@@ -79,18 +82,19 @@ def make_stacks(work: Path, chosen: list[str], microscope: str, seed: int) -> li
 
 def run_training(stacks: list[Path], out: Path, init: str | None, lr: float,
                  args: argparse.Namespace, console: Console) -> dict:
-    """One ``refocus train --zstacks`` run (library call, same code path); its cost."""
+    """One ``refocus train --zstacks`` run (library call, same code path) and its cost:
+    steps, and the seconds of its training steps as the loop timed them (validation left
+    out; a run continued with ``--resume`` counts every epoch)."""
     config = TrainConfig(
         zstacks=[str(p) for p in stacks], out=str(out), arch="nafnet", weights=None,
         loss="l1", size=128, batch=8, epochs=args.epochs, crops_per_pair=args.crops_per_pair,
         val_crops=args.val_crops, lr=lr, select_by="l1", init=init, seed=0, device="cpu",
-        max_defocus_um=MAX_DEFOCUS_UM,
+        max_defocus_um=MAX_DEFOCUS_UM, resume=args.resume and last_path(out).is_file(),
     )
-    wall, cpu = time.perf_counter(), time.process_time()
     result = train(config, console)
     steps = (len(result.history) - 1) * _steps_per_epoch(out)
-    return {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
-            "steps": steps, "best_epoch": result.best_epoch, "lr": lr}
+    seconds = sum(h["seconds"] for h in result.history[1:])
+    return {"train_s": seconds, "steps": steps, "best_epoch": result.best_epoch, "lr": lr}
 
 
 def _steps_per_epoch(model: Path) -> int:
@@ -124,15 +128,14 @@ def score(model: Path | None, stacks: list[Path], step: int) -> dict[str, list[f
 def table(scores: dict[str, dict[str, list[float]]], costs: dict[str, dict]) -> str:
     bins = list(next(iter(scores.values())))
     head = "| method | " + " | ".join(f"PSNR {b} um" for b in bins) + \
-        " | PSNR all | steps | wall s | CPU s |"
-    lines = [head, "|" + " --- |" * (len(bins) + 5)]
+        " | PSNR all | steps | train s |"
+    lines = [head, "|" + " --- |" * (len(bins) + 4)]
     for name, per_bin in scores.items():
         every = [v for values in per_bin.values() for v in values]
         cost = costs.get(name, {})
         cells = [f"{statistics.fmean(v):.2f}" if v else "-" for v in per_bin.values()]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {statistics.fmean(every):.2f} | "
-                     f"{cost.get('steps', '-')} | {_num(cost.get('wall_s'))} | "
-                     f"{_num(cost.get('cpu_s'))} |")
+                     f"{cost.get('steps', '-')} | {_num(cost.get('train_s'))} |")
     return "\n".join(lines)
 
 
@@ -142,7 +145,9 @@ def _num(value: float | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=Path("runs/release/nuclei-widefield.pt"))
+    parser.add_argument("--model", default=None,
+                        help="Model to fine-tune: a registered name or a file (default: the "
+                             "shipped default model).")
     parser.add_argument("--optics", choices=sorted(MICROSCOPES), default="other")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--crops-per-pair", type=int, default=6)
@@ -154,16 +159,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--resume", action="store_true",
+                        help="Continue the interrupted benchmark in --work (its stacks, "
+                             "snapshot and training checkpoints).")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-finetune-"))
     shipped = work / "shipped.pt"  # a snapshot: the release run may replace the file
     work.mkdir(parents=True, exist_ok=True)
-    shutil.copy(args.model, shipped)
+    if not (args.resume and shipped.is_file()):
+        shutil.copy(resolve_model(args.model), shipped)
     history = read_model_file(shipped)["history"]
     sha = hashlib.sha256(shipped.read_bytes()).hexdigest()[:12]
-    print(f"shipped model: {args.model} (sha256 {sha}..., epoch {len(history) - 1} of its "
-          f"run saved), microscope: {args.optics}")
+    print(f"shipped model: {args.model or 'default'} (sha256 {sha}..., epoch "
+          f"{len(history) - 1} of its run saved), microscope: {args.optics}")
     tune_wells, test_wells = wells()
     print(f"fine-tune stacks: wells {', '.join(tune_wells)}; held out: {', '.join(test_wells)}")
     train_stacks = make_stacks(work / "tune", tune_wells, args.optics, args.seed)

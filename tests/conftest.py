@@ -19,6 +19,16 @@ from refocus.images import read_plane
 from refocus.samples import in_focus_paths, sample_dir, z00_paths
 
 
+@pytest.fixture(scope="session", autouse=True)
+def test_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Prepared graphs and downloaded models go to one folder per test session (shared by
+    its tests and their subprocesses), never into the user's own cache."""
+    folder = tmp_path_factory.mktemp("refocus-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REFOCUS_CACHE_DIR", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def sample_root() -> Path:
     return sample_dir()

@@ -18,6 +18,7 @@ from refocus.inference import backends, budget, graphcache, quantize
 from refocus.inference.budget import Measurement, QualityFields, verdict
 from refocus.inference.graphcache import ModelCache, cached_receptive_radius, model_key
 from refocus.inference.receptive import probe_image
+from refocus.inference.refocuser import Refocuser
 
 
 def small_net(seed: int = 0) -> torch.nn.Module:
@@ -121,6 +122,9 @@ def test_receptive_radius_is_measured_once(cache: Path, monkeypatch: pytest.Monk
     first = cached_receptive_radius(model, torch.device("cpu"))
     assert cached_receptive_radius(small_net(), torch.device("cpu")) == first > 0
     assert len(calls) == 1
+    # and what prediction uses: a new Refocuser of the same weights measures nothing
+    assert Refocuser(small_net(), device="cpu", mode="eager").halo == first
+    assert len(calls) == 1
 
 
 def test_no_cache_writes_nothing_and_measures_nothing(
@@ -193,3 +197,20 @@ def test_verdict_weighs_quality_before_speed() -> None:
     assert verdict(Measurement("int8", 0.5, (29.95, 25.05)), base) is None
     assert "PSNR by 0.200 dB" in str(verdict(Measurement("int8", 0.5, (29.8, 25.0)), base))
     assert "not faster" in str(verdict(Measurement("bf16", 0.95, (30.0, 25.0)), base))
+
+
+def test_the_command_line_says_once_that_it_is_measuring(
+        cache: Path, quick_budget: None, tiny_model_path: Path, z00_files: list[Path],
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The first `refocus predict` of a model times its variants (a minute or two on a
+    slow CPU): a status line says so rather than a silent pause; later runs are quiet."""
+    from test_cli_predict import run_cli
+
+    outputs = []
+    for run in ("first", "second"):
+        code, out, err = run_cli(capsys, "predict", z00_files[0], "--model", tiny_model_path,
+                                 "--out", tmp_path / run)
+        assert code == 0, err
+        outputs.append(out)
+    assert "preparing this model for this computer, once" in outputs[0]
+    assert "preparing this model" not in outputs[1]

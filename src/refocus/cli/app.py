@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import typer
 from rich.console import Console
 
+from refocus.cli.notices import show_notices
 from refocus.errors import RefocusError
 
 try:  # typer >= 0.2x carries its own copy of click
@@ -38,6 +39,7 @@ def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
 ) -> None:
     _state["debug"] = debug
+    show_notices(console)
 
 
 def given_on_command_line(ctx: typer.Context) -> set[str]:

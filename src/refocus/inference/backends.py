@@ -292,7 +292,9 @@ def measured_variant(model: nn.Module, device: torch.device, store: ModelCache) 
     names = [baseline, *(n for n in cpu_candidates() if n != baseline)]
     if len(names) == 1:
         return baseline
-    log.info("measuring %s on the shipped fields (once per model)", ", ".join(names))
+    log.info("preparing this model for this computer, once: timing %s on the shipped "
+             "fields (a minute or two; the choice is cached)", ", ".join(names),
+             extra={"notice": True})  # shown by the command line (refocus.cli.notices)
     predictors = {}
     for name in names:
         try:

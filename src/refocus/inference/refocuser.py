@@ -32,8 +32,9 @@ from refocus.images import check_pixels
 from refocus.inference.backends import prepare_for_inference
 from refocus.inference.finite import fill_non_finite, non_finite_mask
 from refocus.inference.flux import apply_gain, flux_gain
+from refocus.inference.graphcache import cached_receptive_radius
 from refocus.inference.memory import activation_bytes_per_pixel, free_memory_bytes
-from refocus.inference.receptive import RECEPTIVE_MASS, receptive_radius
+from refocus.inference.receptive import RECEPTIVE_MASS
 from refocus.inference.tiling import (
     MIN_TILE,
     choose_tile,
@@ -131,9 +132,10 @@ class Refocuser:
 
     @property
     def halo(self) -> int:
-        """Context every output pixel needs (measured once, see :func:`receptive_radius`)."""
+        """Context every output pixel needs (measured once per model and cached, see
+        :func:`~refocus.inference.receptive.receptive_radius`)."""
         if self._halo is None:
-            self._halo = receptive_radius(self.model, self.device)
+            self._halo = cached_receptive_radius(self.model, self.device)
             log.info("receptive radius (%.0f%% of the gradient): %d px",
                      100 * RECEPTIVE_MASS, self._halo)
         return self._halo
