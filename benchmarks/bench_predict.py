@@ -1,12 +1,14 @@
 """End-to-end speed of ``refocus predict`` as a command: what a user waits for.
 
-    python benchmarks/bench_predict.py [--repeats 3] [--arch resnet18 nafnet]
+    python benchmarks/bench_predict.py [--repeats 3] [--arch shipped resnet34 nafnet]
                                        [--workloads frame2048 field batch24] [--json out.json]
 
-Each model is a model file with random weights (:func:`refocus.modelfile.save_model`; speed
-does not depend on training). Workloads: ``frame2048``, one 2048x2048 uint16 frame (a
-mosaic of the shipped z=00 fields); ``field``, one 520x696 shipped field; ``batch24``, the
-24 shipped z=00 fields in one call. Every command runs in a fresh process, three ways:
+``shipped`` is the default pretrained model's own file (its trained weights decide whether
+int8 passes the quality budget); any other name is that architecture with random weights
+(:func:`refocus.modelfile.save_model`; its speed does not depend on training). Workloads:
+``frame2048``, one 2048x2048 uint16 frame (a mosaic of the shipped z=00 fields); ``field``,
+one 520x696 shipped field; ``batch24``, the 24 shipped z=00 fields in one call. Every
+command runs in a fresh process, three ways:
 
 - ``old``: ``REFOCUS_NO_CACHE=1``, the path every run took before the graph cache: the
   ONNX graph exported at every start, ONNX Runtime fp32, nothing measured;
@@ -45,13 +47,17 @@ from refocus.data.normalize import PercentileNormalizer
 from refocus.images import read_plane
 from refocus.modelfile import save_model
 from refocus.samples import z00_paths
+from refocus.zoo import resolve_model
 
 PATHS = ("old", "cold", "warm")
+SHIPPED = "shipped"
 WORKLOADS = ("frame2048", "field", "batch24")
 
 
 def make_model(folder: Path, arch: str) -> Path:
-    """A model file of ``arch`` with random weights (seeded)."""
+    """A model file of ``arch`` with random weights (seeded), or the shipped model's."""
+    if arch == SHIPPED:
+        return Path(shutil.copy(resolve_model(None), folder / "shipped.pt"))
     torch.manual_seed(0)
     spec = {"arch": arch}
     return save_model(folder / f"{arch}.pt", build_network(spec), arch=spec,
@@ -76,7 +82,8 @@ def make_inputs(folder: Path) -> dict[str, list[str]]:
 def run_command(model: Path, inputs: list[str], out: Path, env: dict[str, str]) -> float:
     """Wall seconds of one ``refocus predict`` in a fresh process."""
     shutil.rmtree(out, ignore_errors=True)
-    command = [sys.executable, "-m", "refocus", "predict", str(model), *inputs, "--out", str(out)]
+    command = [sys.executable, "-m", "refocus", "predict", *inputs, "--model", str(model),
+               "--out", str(out)]
     start = time.perf_counter()
     proc = subprocess.run(command, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -136,7 +143,8 @@ def make_table(results: list[dict]) -> Table:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--arch", nargs="+", default=["resnet18", "nafnet"])
+    parser.add_argument("--arch", nargs="+", default=[SHIPPED, "resnet34"],
+                        help=f"'{SHIPPED}' (the default model's file) or architectures.")
     parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     return parser.parse_args(argv)
@@ -145,7 +153,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 150)
-    archs = [a for a in args.arch if a in ARCHITECTURES]
+    archs = [a for a in args.arch if a == SHIPPED or a in ARCHITECTURES]
     for missing in sorted(set(args.arch) - set(archs)):
         console.print(f"architecture {missing!r} is not registered here: skipped")
     results = []
