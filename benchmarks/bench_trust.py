@@ -3,17 +3,18 @@ image is wrong? And what does it cost?
 
     python benchmarks/bench_trust.py [--model FILE] [--step 2] [--json out.json]
 
-Held out: the shipped in-focus fields of wells a03 and a07 (the shipped model's test
-wells), simulated at z = 0..32 (``--step``, both sides of focus) by the calibrated
-simulator; the truth is the in-focus field. Per image, the Spearman correlation between
-per-tile (32x32) distrust (1 - mean trust) and the tile's mean absolute error; across
-images, between the per-image distrust (1 - score) and the image's mean absolute error
-over its signal range. Out of distribution, simulated at z = 6, 12, 20, 26 and compared
-with the held-out fields at the same z: a field 3 fields dense, one 6x brighter, a
-filament network (no nuclei), and a mosaic of 4x down-sampled fields. Real: the 8 shipped
-in-focus fields as inputs against the 24 real z = 00 fields (``--z00`` of them). Each with
-8 flips, and the cheaper settings (2 flips, physical only) from the same predictions.
-Cost: seconds per 520x696 field, plain prediction against each setting.
+Held out: the shipped in-focus fields of the model's test wells (read from its model file:
+a03 and a07 for the shipped model), simulated at z = 0..32 (``--step``, both sides of
+focus) by the calibrated simulator; the truth is the in-focus field. Per image, the
+Spearman correlation between per-tile (32x32) distrust (1 - mean trust) and the tile's
+mean absolute error; across images, between the per-image distrust (1 - score) and the
+image's mean absolute error over its signal range. Out of distribution, simulated at z =
+6, 12, 20, 26 and compared with the held-out fields at the same z: a field 3 held-out
+fields dense, one 6x brighter, a filament network (no nuclei), and a mosaic of 4x down-
+sampled fields. Real: the 8 shipped in-focus fields as inputs against the 24 real z = 00
+fields (``--z00`` of them). Each with 8 flips, and the cheaper settings (2 flips, physical
+only) from the same predictions. Cost: seconds per 520x696 field, plain prediction against
+each setting.
 """
 
 from __future__ import annotations
@@ -32,11 +33,10 @@ from refocus.images import read_plane
 from refocus.inference import consistency as C
 from refocus.inference import trust as T
 from refocus.inference.refocuser import Refocuser
+from refocus.modelfile import read_model_file
 from refocus.samples import in_focus_paths, z00_paths
 from refocus.simulate import BBBC006_CAMERA, simulate_plane
 
-HELD_OUT = ("__a03__", "__a07__")
-RELEASE = Path("runs/release/nuclei-widefield.pt")
 OOD_Z = (6, 12, 20, 26)
 SETTINGS = (8, 2, 1)
 OFFSET = BBBC006_CAMERA.offset
@@ -55,10 +55,19 @@ def assess(model: Refocuser, image: np.ndarray, output: np.ndarray) -> dict[int,
     return out
 
 
-def held_out(model: Refocuser, step: int) -> list[dict]:
+def test_wells(model: Refocuser) -> list[str]:
+    """The wells the model's own split held out for testing (its model file says)."""
+    return list(read_model_file(model.source)["provenance"]["groups"]["test"])
+
+
+def held_out_paths(wells: list[str]) -> list[Path]:
+    return [p for p in in_focus_paths() if any(f"__{w}__" in p.name for w in wells)]
+
+
+def held_out(model: Refocuser, step: int, wells: list[str]) -> list[dict]:
     """Per image: z, per-tile Spearman, image error and scores, per setting."""
     rows = []
-    for path in (p for p in in_focus_paths() if any(w in p.name for w in HELD_OUT)):
+    for path in held_out_paths(wells):
         truth = read_plane(path).astype(np.float64)
         for z in range(0, 33, step):
             image = simulate_plane(truth, z, rng=np.random.default_rng([z, len(rows)]))
@@ -79,23 +88,23 @@ def held_out(model: Refocuser, step: int) -> list[dict]:
     return rows
 
 
-def _fields() -> list[np.ndarray]:
-    return [read_plane(p).astype(np.float64) for p in in_focus_paths()]
+def _fields(paths: list[Path] | None = None) -> list[np.ndarray]:
+    return [read_plane(p).astype(np.float64) for p in (paths or in_focus_paths())]
 
 
-def dense() -> np.ndarray:
-    """Three held-out-like fields' photons on one plane (overlapping nuclei)."""
-    f = _fields()
-    photons = (f[1] - OFFSET) + (f[5] - OFFSET)[::-1] + (f[1] - OFFSET)[:, ::-1]
+def dense(held: list[np.ndarray]) -> np.ndarray:
+    """Three held-out fields' photons on one plane (overlapping nuclei)."""
+    photons = (held[0] - OFFSET) + (held[1] - OFFSET)[::-1] + (held[0] - OFFSET)[:, ::-1]
     return np.clip(photons + OFFSET, 0, BBBC006_CAMERA.max_value)
 
 
-def bright() -> np.ndarray:
+def bright(held: list[np.ndarray]) -> np.ndarray:
     """A held-out field with 6 times the photons (training saw 0.5-2x)."""
-    return np.clip(6 * (_fields()[5] - OFFSET) + OFFSET, 0, BBBC006_CAMERA.max_value)
+    return np.clip(6 * (held[1] - OFFSET) + OFFSET, 0, BBBC006_CAMERA.max_value)
 
 
-def filaments(shape: tuple[int, int] = (520, 696), seed: int = 0) -> np.ndarray:
+def filaments(held: list[np.ndarray], shape: tuple[int, int] = (520, 696),
+              seed: int = 0) -> np.ndarray:
     """A network of thin bright curves (a cytoskeleton-like structure, no nuclei)."""
     rng = np.random.default_rng(seed)
     canvas = np.zeros(shape)
@@ -111,7 +120,7 @@ def filaments(shape: tuple[int, int] = (520, 696), seed: int = 0) -> np.ndarray:
     return OFFSET + 8 + 900 * lines / lines.max()
 
 
-def downsampled() -> np.ndarray:
+def downsampled(held: list[np.ndarray]) -> np.ndarray:
     """A 4x4 mosaic of the 8 fields each 4x down-sampled (4x4 block means)."""
     small = [f[:520, :696].reshape(130, 4, 174, 4).mean(axis=(1, 3)) for f in _fields()]
     rows = [np.hstack([small[(4 * r + c) % 8][:, ::(-1) ** r] for c in range(4)])
@@ -119,14 +128,15 @@ def downsampled() -> np.ndarray:
     return np.vstack(rows)
 
 
-OOD: dict[str, Callable[[], np.ndarray]] = {
+OOD: dict[str, Callable[[list[np.ndarray]], np.ndarray]] = {
     "dense x3": dense, "bright x6": bright, "filaments": filaments, "down-sampled 4x": downsampled}
 
 
-def out_of_distribution(model: Refocuser) -> list[dict]:
+def out_of_distribution(model: Refocuser, wells: list[str]) -> list[dict]:
     rows = []
+    held = _fields(held_out_paths(wells))
     for name, make in OOD.items():
-        truth = make()
+        truth = make(held)
         for z in OOD_Z:
             image = simulate_plane(truth, z, rng=z)
             output = model.predict(image).astype(np.float64)
@@ -195,20 +205,20 @@ def summarize(held: list[dict], ood: list[dict], reals: list[dict]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--model", default=None,
+                        help="Name or file (default: the shipped default model).")
     parser.add_argument("--step", type=int, default=2)
     parser.add_argument("--z00", type=int, default=12)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    path = args.model or (RELEASE if RELEASE.is_file() else None)
-    model = (Refocuser.from_file(path, device="cpu", mode="eager") if path
-             else Refocuser.pretrained(device="cpu", mode="eager"))
-    print(f"model: {model.source}")
+    model = Refocuser.pretrained(args.model, device="cpu", mode="eager")
+    wells = test_wells(model)
+    print(f"model: {model.source}; held-out wells {', '.join(wells)}")
     print("cost (s per 520x696 field):", json.dumps(cost(model)), flush=True)
     print("held-out fields:")
-    held = held_out(model, args.step)
+    held = held_out(model, args.step, wells)
     print("out of distribution:")
-    ood = out_of_distribution(model)
+    ood = out_of_distribution(model, wells)
     print("real fields:")
     reals = real(model, args.z00)
     summary = summarize(held, ood, reals)
@@ -216,7 +226,8 @@ def main() -> None:
         print(f"flips={flips}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float)
                                              else f"{k} {v}" for k, v in s.items()))
     if args.json:
-        args.json.write_text(json.dumps({"model": str(model.source), "summary": summary,
+        args.json.write_text(json.dumps({"model": str(model.source), "wells": wells,
+                                         "summary": summary,
                                          "held_out": held, "ood": ood, "real": reals},
                                         indent=1))
 
