@@ -92,3 +92,21 @@ def test_resolve_names_files_and_mistakes(tmp_path) -> None:
 def test_an_entry_has_exactly_one_location() -> None:
     with pytest.raises(ValueError, match="exactly one"):
         PretrainedModel("x", "y", "resnet18", "0" * 64)
+
+
+def test_models_lists_every_name_whole_and_prints_a_card(capsys, monkeypatch) -> None:
+    """`refocus models` at a narrow terminal: names are what people type, never cut."""
+    from test_cli_predict import run_cli
+
+    monkeypatch.setenv("COLUMNS", "60")
+    code, out, _ = run_cli(capsys, "models")
+    assert code == 0
+    for name, entry in MODELS.items():
+        assert name in out and entry.arch in out
+    default = next(entry for _, entry in MODELS.items() if entry.default)
+    code, out, _ = run_cli(capsys, "models", default.name)
+    assert code == 0
+    assert f"sha256: {default.sha256}" in out and f"card: {default.card}" in out
+    assert str(default.path()) in out  # inside the package: where the weights are
+    code, _, err = run_cli(capsys, "models", "no-such-model")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "no-such-model" in err

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from refocus.cli.app import app, console
 
@@ -18,7 +18,9 @@ def models_cmd(
     from refocus.zoo import MODELS
 
     if name is None:
-        table = Table("name", "architecture", "default", "summary", "weights")
+        # no_wrap: the name is what people type, it must not be cut
+        table = Table(Column("name", no_wrap=True), "architecture", "default", "summary",
+                      "weights")
         for key, entry in MODELS.items():
             table.add_row(key, entry.arch, "yes" if entry.default else "",
                           entry.summary, "in the package" if entry.file else "download")
