@@ -2,13 +2,15 @@
 
 A plate is hundreds of files; one damaged file must not cost the others. Every input
 becomes a :class:`Job` whose output keeps the input's name (suffix and format included, so
-``a1.png`` and ``a1.tif`` never share an output) in the output folder; a job that
-fails becomes an :class:`Outcome` with its one-line reason, and the batch goes on. With a
-dask.distributed scheduler address, each file is one task on the cluster (OME-Zarr inputs
-are split into chunk tasks instead, see :mod:`refocus.inference.chunked`). With
-``trust``, each output gets its trust map (:mod:`refocus.inference.trust`) as
-``<name>.trust.tif`` beside it (an OME-Zarr output holds it as its ``trust`` array) and
-its score goes into ``trust.csv`` in the output folder.
+``a1.png`` and ``a1.tif`` never share an output) in the output folder; a job that fails
+becomes an :class:`Outcome` with its one-line reason, and the batch goes on. Locally the
+next file is read and the previous one written while one is computed
+(:mod:`refocus.inference.pipeline`). With a dask.distributed scheduler address, each file
+is one task on the cluster (OME-Zarr inputs are split into chunk tasks instead, see
+:mod:`refocus.inference.chunked`). With ``trust``, each output gets its trust map
+(:mod:`refocus.inference.trust`) as ``<name>.trust.tif`` beside it (an OME-Zarr output
+holds it as its ``trust`` array) and its score goes into ``trust.csv`` in the output
+folder.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from refocus.errors import RefocusError
 from refocus.images import (
+    Image,
     atomic_output,
     is_image_path,
     is_zarr,
@@ -31,6 +35,7 @@ from refocus.images import (
     write_like,
 )
 from refocus.inference.chunked import dask_scheduler, refocus_ome_zarr
+from refocus.inference.pipeline import overlapped
 from refocus.inference.refocuser import Refocuser
 from refocus.inference.trust import trust_path, write_trust_map
 
@@ -140,18 +145,35 @@ def refocus_file(
                                channel=channel, overwrite=overwrite, scheduler=scheduler,
                                progress=progress, trust=trust)
         return dst, (_zarr_trust_score(dst) if trust else None)
-    prepare_destination(job.dst, overwrite)  # say so before spending the compute
+    image = load_file(job, overwrite, trust)
+    result = compute_file(refocuser, job, image, tile, overlap, channel, trust)
+    return store_file(job, image, result, overwrite, trust)
+
+
+def load_file(job: Job, overwrite: bool, trust: int) -> Image:
+    """Check the destination (before spending the compute), then read the input."""
+    prepare_destination(job.dst, overwrite)
     if trust:
         prepare_destination(trust_path(job.dst), overwrite)
-    image = read_image(job.src)
+    return read_image(job.src)
+
+
+def compute_file(refocuser: Refocuser, job: Job, image: Image, tile: int | None,
+                 overlap: int | None, channel: int | str | None, trust: int) -> Any:
+    """The refocused pixels (and trust map); errors name the input file."""
     try:
-        result = refocuser.predict(image.data, image.axes, tile, overlap, channel=channel,
-                                   channel_names=image.channel_names, where=job.src,
-                                   trust=trust)
+        return refocuser.predict(image.data, image.axes, tile, overlap, channel=channel,
+                                 channel_names=image.channel_names, where=job.src,
+                                 trust=trust)
     except RefocusError as exc:
         if exc.where is None:
             raise RefocusError(job.src, exc.problem) from exc
         raise
+
+
+def store_file(job: Job, image: Image, result: Any, overwrite: bool, trust: int
+               ) -> tuple[Path, float | None]:
+    """Write the output like its input (and the trust map beside it): (path, score)."""
     if not trust:
         return write_like(image, result, job.dst, overwrite=overwrite), None
     out, trust_map = result
@@ -168,17 +190,26 @@ def _zarr_trust_score(path: Path) -> float:
     return float(zarr.open_group(path, mode="r").attrs["refocus"]["trust_score"])
 
 
+def _outcome(job: Job, result: tuple[Path, float | None] | Exception, seconds: float
+             ) -> Outcome:
+    """A job's outcome; any failure becomes its one-line reason."""
+    if isinstance(result, RefocusError):
+        return Outcome(job, str(result), seconds)
+    if isinstance(result, Exception):  # an unexpected failure on one file
+        reason = f"{job.src}: failed ({type(result).__name__}: {result})".splitlines()[0]
+        return Outcome(job, reason, seconds)
+    return Outcome(job, None, seconds, result[1])
+
+
 def _attempt(refocuser: Refocuser, job: Job, **options: object) -> Outcome:
     """Run one job; any failure becomes its one-line reason instead of stopping the batch."""
     start = time.perf_counter()
     try:
-        _, score = refocus_file(refocuser, job, **options)  # type: ignore[arg-type]
-    except RefocusError as exc:
-        return Outcome(job, str(exc), time.perf_counter() - start)
-    except Exception as exc:  # an unexpected failure on one file must not stop the plate
-        reason = f"{job.src}: failed ({type(exc).__name__}: {exc})".splitlines()[0]
-        return Outcome(job, reason, time.perf_counter() - start)
-    return Outcome(job, None, time.perf_counter() - start, score)
+        result: tuple[Path, float | None] | Exception = refocus_file(
+            refocuser, job, **options)  # type: ignore[arg-type]
+    except Exception as exc:  # noqa: BLE001 (reported as this job's outcome)
+        result = exc
+    return _outcome(job, result, time.perf_counter() - start)
 
 
 def run_jobs(
@@ -193,15 +224,17 @@ def run_jobs(
     on_done: Callable[[Outcome], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
     trust: int = 0,
+    overlap_files: bool = True,
 ) -> list[Outcome]:
     """Run every job and return their outcomes in job order.
 
-    Locally the files run one after another in this process (the model is loaded once;
-    the network already uses every core or the GPU). With ``scheduler`` (an address),
-    each TIFF/PNG file is one task on that cluster, and each OME-Zarr is split into chunk
-    tasks. ``on_done`` hears each outcome as it arrives; ``progress`` hears the chunk
-    progress of local OME-Zarr jobs. ``trust`` (a flip count, 0 = none) adds each output's
-    trust map and score (module doc).
+    Locally the model is loaded once and TIFF/PNG files are refocused in order, the next
+    file read and the previous one written while the current one is computed
+    (:func:`~refocus.inference.pipeline.overlapped`; ``overlap_files=False``: one after
+    another, as before). With ``scheduler`` (an address), each TIFF/PNG file is one task
+    on that cluster, and each OME-Zarr is split into chunk tasks. ``on_done`` hears each
+    outcome as it arrives; ``progress`` hears the chunk progress of local OME-Zarr jobs.
+    ``trust`` (a flip count, 0 = none) adds each output's trust map and score (module doc).
     """
     options = dict(tile=tile, overlap=overlap, channel=channel, overwrite=overwrite,
                    trust=trust)
@@ -214,18 +247,14 @@ def run_jobs(
 
     files = [j for j in jobs if not is_zarr(j.src)]
     if scheduler and files:
-        from distributed import as_completed
-
-        with dask_scheduler(scheduler) as client:
-            model = client.scatter(refocuser, broadcast=True)
-            futures = {client.submit(_attempt, model, job, pure=False, **options): job
-                       for job in files}
-            for future in as_completed(futures, loop=client.loop):
-                try:
-                    record(future.result())
-                except Exception as exc:  # the worker died or could not load the model
-                    reason = f"{futures[future].src}: failed on the cluster ({exc})"
-                    record(Outcome(futures[future], reason.splitlines()[0], 0.0))
+        _run_on_cluster(refocuser, files, scheduler, options, record)
+    elif overlap_files:
+        overlapped(
+            files, lambda job: load_file(job, overwrite, trust),
+            lambda job, image: (image, compute_file(refocuser, job, image, tile, overlap,
+                                                    channel, trust)),
+            lambda job, loaded: store_file(job, *loaded, overwrite, trust),
+            lambda job, result, seconds: record(_outcome(job, result, seconds)))
     else:
         for job in files:
             record(_attempt(refocuser, job, **options))
@@ -233,6 +262,23 @@ def run_jobs(
         if job not in outcomes:
             record(_attempt(refocuser, job, scheduler=scheduler, progress=progress, **options))
     return [outcomes[j] for j in jobs]
+
+
+def _run_on_cluster(refocuser: Refocuser, files: Sequence[Job], scheduler: str,
+                    options: dict[str, Any], record: Callable[[Outcome], None]) -> None:
+    """Each file one task on a dask.distributed cluster; outcomes as they complete."""
+    from distributed import as_completed
+
+    with dask_scheduler(scheduler) as client:
+        model = client.scatter(refocuser, broadcast=True)
+        futures = {client.submit(_attempt, model, job, pure=False, **options): job
+                   for job in files}
+        for future in as_completed(futures, loop=client.loop):
+            try:
+                record(future.result())
+            except Exception as exc:  # the worker died or could not load the model
+                reason = f"{futures[future].src}: failed on the cluster ({exc})"
+                record(Outcome(futures[future], reason.splitlines()[0], 0.0))
 
 
 def write_trust_csv(out_dir: str | os.PathLike[str], outcomes: Sequence[Outcome]) -> Path:
