@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import statistics
@@ -102,14 +103,16 @@ def chosen_variant(cache: Path) -> str:
     return "?"
 
 
-def measure(model: Path, inputs: list[str], work: Path, repeats: int,
-            console: Console) -> tuple[dict[str, list[float]], str]:
+def measure(model: Path, inputs: list[str], work: Path, repeats: int, console: Console,
+            paths: tuple[str, ...] = PATHS) -> tuple[dict[str, list[float]], str]:
     """Seconds of every run of each path, and the variant the warm runs use."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("REFOCUS_")}
-    warm_cache = work / "cache-warm"
-    times: dict[str, list[float]] = {p: [] for p in PATHS}
+    warm_cache = Path(tempfile.mkdtemp(dir=work, prefix="cache-warm-"))  # one per workload
+    times: dict[str, list[float]] = {p: [] for p in paths}
+    if "warm" in paths and "cold" not in paths:  # fill the cache first, untimed
+        run_command(model, inputs, work / "out", {**base, "REFOCUS_CACHE_DIR": str(warm_cache)})
     for rep in range(repeats):
-        for path in PATHS:
+        for path in paths:
             env = dict(base)
             if path == "old":
                 env["REFOCUS_NO_CACHE"] = "1"
@@ -133,10 +136,12 @@ def make_table(results: list[dict]) -> Table:
         table.add_column(name, justify="left" if name in ("model", "workload", "auto ->")
                          else "right")
     for r in results:
-        m = {p: statistics.median(r["times"][p]) for p in PATHS}
+        m = {p: statistics.median(r["times"][p]) if r["times"].get(p) else math.nan
+             for p in PATHS}
         table.add_row(r["arch"], r["workload"], r["variant"], f"{m['old']:.1f}",
                       f"{m['cold']:.1f}", f"{m['warm']:.1f}", f"{m['old'] / m['cold']:.2f}x",
-                      f"{m['old'] / m['warm']:.2f}x", str(len(r["times"]["old"])))
+                      f"{m['old'] / m['warm']:.2f}x",
+                      str(max(len(t) for t in r["times"].values())))
     return table
 
 
@@ -146,6 +151,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--arch", nargs="+", default=[SHIPPED, "resnet34"],
                         help=f"'{SHIPPED}' (the default model's file) or architectures.")
     parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
+    parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS),
+                        help="which start-up paths to time (warm alone: the cache is "
+                             "filled by one untimed run first)")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     return parser.parse_args(argv)
 
@@ -164,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             model = make_model(work, arch)
             for workload in args.workloads:
                 console.print(f"{arch} {workload}", highlight=False)
-                times, variant = measure(model, inputs[workload], work, args.repeats, console)
+                times, variant = measure(model, inputs[workload], work, args.repeats, console,
+                                         tuple(args.paths))
                 results.append({"arch": arch, "workload": workload, "variant": variant,
                                 "times": times})
     console.print(make_table(results))
