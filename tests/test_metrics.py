@@ -11,9 +11,11 @@ from refocus.images import read_plane
 from refocus.metrics import (
     affine_fit,
     bootstrap_ci,
+    fit_to_target,
     focus_score,
     match_objects,
     normalize_target,
+    pooled_psnr,
     psnr,
     score_field,
     segment_nuclei,
@@ -49,6 +51,19 @@ def test_psnr_and_ssim_agree_with_scikit_image(field: np.ndarray, blurred: np.nd
         peak_signal_noise_ratio(ref, fitted, data_range=1.0), abs=1e-6)
     assert ssim(field, blurred) == pytest.approx(
         structural_similarity(ref, fitted, data_range=1.0), abs=1e-6)
+
+
+def test_pooled_psnr_is_the_psnr_of_the_mean_error(field: np.ndarray, blurred: np.ndarray
+                                                   ) -> None:
+    """Two halves of a real field, one blurred and one returned as itself: the pooled PSNR
+    is that of their mean squared error, not lifted to the mean of 30-ish and ~inf dB."""
+    halves = [(field[:, :160], blurred[:, :160]), (field[:, 160:], field[:, 160:])]
+    values = [psnr(t, p) for t, p in halves]
+    errors = [np.mean((r - f) ** 2) for r, f in (fit_to_target(t, p) for t, p in halves)]
+    assert values[1] > 100 and np.mean(values) > 60
+    assert pooled_psnr(values) == pytest.approx(10 * np.log10(1 / np.mean(errors)), abs=1e-6)
+    assert values[0] < pooled_psnr(values) < values[0] + 3.1  # half the error: +3 dB
+    assert pooled_psnr([float("inf")]) == float("inf")
 
 
 def test_psnr_of_a_constant_prediction_is_the_target_variance(field: np.ndarray) -> None:

@@ -59,6 +59,18 @@ def psnr(target: np.ndarray, prediction: np.ndarray) -> float:
     return float(peak_signal_noise_ratio(ref, fitted, data_range=DATA_RANGE))
 
 
+def pooled_psnr(values: Sequence[float]) -> float:
+    """PSNR (dB) of the mean squared error behind per-image PSNRs ``values``.
+
+    The mean of the dB values is ruled by any image returned (almost) exactly: one in-focus
+    crop scored against itself at 300 dB lifts a set scoring 30 dB to 57. Pooling the
+    errors counts such a crop as (almost) zero error instead.
+    """
+    errors = [10 ** (-v / 10) for v in values]
+    mean = float(np.mean(errors))
+    return float(-10 * np.log10(mean)) if mean > 0 else float("inf")
+
+
 def ssim_map(target: np.ndarray, prediction: np.ndarray) -> np.ndarray:
     """Per-pixel SSIM of the affinely fitted prediction against the normalised target."""
     from skimage.metrics import structural_similarity

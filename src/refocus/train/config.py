@@ -25,7 +25,7 @@ from refocus.loss import LOSSES
 #: Fields that only say how to run (a resumed run may change them).
 RUNTIME_FIELDS = ("device", "workers", "overwrite", "resume")
 #: What ``--select-by`` may choose the best epoch by, and its worst value (PSNR: higher is
-#: better; L1: lower, and not swamped, as a mean PSNR is, by crops that are already in focus).
+#: better, pooled over crops by :func:`refocus.metrics.pooled_psnr`; L1: lower).
 SELECT = {"val_psnr": -float("inf"), "val_l1": float("inf")}
 #: The default ``weights``: the architecture's own pretrained part, where it has one.
 PRETRAINED = "imagenet"

@@ -54,7 +54,9 @@ def evaluate(
     prefix: str = "val",
 ) -> dict[str, float]:
     """Mean L1 (on normalised pixels, what the loss sees) and PSNR/SSIM as
-    ``refocus evaluate`` scores them (:mod:`refocus.metrics`), over the validation crops."""
+    ``refocus evaluate`` scores them (:mod:`refocus.metrics`), over the validation crops;
+    the PSNR pooled (:func:`~refocus.metrics.pooled_psnr`), since in-focus crops
+    scored against themselves would rule a mean of dB values."""
     l1, psnr, ssim = [], [], []
     for x, y in loader:
         x = x.to(device, non_blocking=True)
@@ -67,6 +69,6 @@ def evaluate(
             ssim.append(metrics.ssim(t, p))
     return {
         f"{prefix}_l1": float(np.mean(l1)),
-        f"{prefix}_psnr": float(np.mean(psnr)),
+        f"{prefix}_psnr": metrics.pooled_psnr(psnr),
         f"{prefix}_ssim": float(np.mean(ssim)),
     }
