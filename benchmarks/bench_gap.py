@@ -29,13 +29,12 @@ from pathlib import Path
 
 import numpy as np
 from bench_pretrained import ROOT, machine, split_wells
+from bench_trust import held_out_paths
 
 from refocus.baselines import choose_rl_iterations, richardson_lucy
-from refocus.data.bbbc006 import plane_from_path
 from refocus.images import read_plane
 from refocus.inference.refocuser import Refocuser
 from refocus.metrics import fit_to_target, psnr
-from refocus.samples import in_focus_paths
 from refocus.simulate import (
     BBBC006_OPTICS,
     Optics,
@@ -52,8 +51,7 @@ TILE = 64
 
 def fields_of(wells: Sequence[str]) -> list[np.ndarray]:
     """The shipped in-focus fields of ``wells``."""
-    return [read_plane(p) for p in in_focus_paths()
-            if (plane := plane_from_path(p)) is not None and plane.field.well in wells]
+    return [read_plane(p) for p in held_out_paths(list(wells))]
 
 
 def tile_gain_psnr(target: np.ndarray, prediction: np.ndarray) -> float:
