@@ -264,7 +264,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="torch (and ONNX Runtime) threads (default: one per core)")
     parser.add_argument("--sizes", nargs="+", default=None,
                         help="image sizes to predict, HEIGHTxWIDTH (default: 520x696 "
-                             "2048x2048; quick: 64x96 128x128)")
+                             "2048x2048; quick: 64x96 96x96)")
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS),
                         help="what to measure (default: all)")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")

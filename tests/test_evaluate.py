@@ -340,6 +340,7 @@ def test_cli_evaluate(make_bbbc006, tiny_model_path: Path, tmp_path: Path,
     ({"fractions": (0.8, 0.1, 0.2)}, "fractions: must be three non-negative"),
     ({"overwrite": "yes"}, "--overwrite: must be true or false, got 'yes'"),
     ({"optics": {"na": 0.45, "bogus": 1}}, "optics: not simulator optics"),
+    ({"variant": "fp8"}, "variant: unknown inference variant 'fp8' (choose from auto, eager,"),
     ({"splitt": "val"}, "unknown evaluate option 'splitt' (known: model, data, layout,"),
 ])
 def test_eval_config_refuses_bad_settings_in_one_line(setting: dict, message: str) -> None:

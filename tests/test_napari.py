@@ -106,11 +106,10 @@ def test_widget_refocuses_the_chosen_layer_in_a_worker(
     assert widget.status.value == "Done: added 'field refocused'."
 
 
-@pytest.mark.xfail(strict=False, reason="known gap (open): the widget's output differs from "
-                   "Refocuser.pretrained() by a few counts (variant or tile choice), not found yet")
 def test_widget_uses_the_default_model_when_no_file_is_chosen(
-    qtbot, viewer, default_tiny_model, refocuser, z00_files: list[Path]
+    qtbot, viewer, default_tiny_model, z00_files: list[Path]
 ) -> None:
+    from refocus.inference.refocuser import Refocuser
     from refocus.napari_plugin._widget import RefocusWidget
 
     image = read_plane(z00_files[2])[:64, :96]
@@ -124,8 +123,10 @@ def test_widget_uses_the_default_model_when_no_file_is_chosen(
     widget.run_button.clicked.emit()
     assert widget.worker is not None
     qtbot.waitUntil(lambda: "field refocused" in viewer.layers, timeout=120_000)
-    np.testing.assert_array_equal(viewer.layers["field refocused"].data,
-                                  refocuser.predict(image, tile=128))
+    # made after the widget's, in the same model cache: the same measured variant (a
+    # refocuser made under another cache may measure another one, a few counts apart)
+    expected = Refocuser.pretrained(default_tiny_model.name).predict(image, tile=128)
+    np.testing.assert_array_equal(viewer.layers["field refocused"].data, expected)
 
     widget.model_file.value = Path(z00_files[0]).parent / "no-such-model.pt"
     widget.run_button.clicked.emit()  # a named file that is missing: no silent fallback

@@ -50,13 +50,15 @@ class DemoSettings:
     rl_candidates: tuple[int, ...]
     eval_fields: int | None  # held-out fields to evaluate (None: all)
     real_fields: int  # how many of the 24 real z=00 fields to refocus
+    variant: str  # how the models run (measuring the fastest costs minutes on a CPU)
 
 
 # about 160 steps of ~3 s (measured resnet18 step, 2 cores) + evaluation: ~15 minutes
-FULL = DemoSettings("resnet18", "l1", 128, 8, 6, 12, (5, 10, 20, 40), None, 24)
-# for tests and a first look (80 s on 2 quiet cores): small crops, few steps, one
-# held-out field scored and one real field refocused
-QUICK = DemoSettings("resnet18", "l1", 64, 8, 3, 6, (5, 20), 1, 1)
+FULL = DemoSettings("resnet18", "l1", 128, 8, 6, 12, (5, 10, 20, 40), None, 24, "auto")
+# for tests and a first look: small crops, few steps, one held-out field scored and one
+# real field refocused, in plain float32 (the measurement of the fastest variant for the
+# two models took 2 of its 4 minutes on 2 cores and repays only over many fields)
+QUICK = DemoSettings("resnet18", "l1", 64, 8, 3, 6, (5, 20), 1, 1, "eager")
 
 
 def run_demo(
@@ -112,12 +114,13 @@ def run_demo(
         second_model=shipped_model(),
         max_fields=settings.eval_fields,
         rl_candidates=settings.rl_candidates,
+        variant=settings.variant,
         device=device,
         overwrite=True,  # the folder was checked above; earlier steps wrote into it
     )
     evaluation = evaluate(
         config,
-        Refocuser.from_file(result.out, device=device),  # one model prepared for all
+        Refocuser.from_file(result.out, device=device, mode=settings.variant),  # prepared once
         on_unpaired=model_output_saver(refocused),
     )
     saved = sum(row["method"] == "model" for row in evaluation.unpaired_rows)

@@ -21,6 +21,7 @@ from refocus.data.bbbc006 import BEST_FOCUS_Z, check_z
 from refocus.data.pairs import LAYOUTS
 from refocus.data.split import SPLITS
 from refocus.errors import RefocusError
+from refocus.inference.backends import DEVICE_VARIANTS
 from refocus.inference.trust import FLIP_CHOICES
 from refocus.simulate import Optics
 
@@ -157,7 +158,9 @@ class EvalConfig:
     chosen among ``rl_candidates`` on up to ``max_val_fields`` validation fields. Each
     model output gets a trust map from ``trust_flips`` predictions
     (:mod:`refocus.inference.trust`; 8 = all rotations and flips, 1 = physical consistency
-    only, 0 = none): 2 by default, which doubles the model's time.
+    only, 0 = none): 2 by default, which doubles the model's time. ``variant`` is how both
+    models run (:func:`~refocus.inference.backends.prepare_for_inference`): ``"auto"``
+    measures the fastest on first use, minutes on a CPU that a quick look may not repay.
     """
 
     model: Path
@@ -179,6 +182,7 @@ class EvalConfig:
     device: str | None = None
     n_panels: int = 3
     trust_flips: int = 2
+    variant: str = "auto"
     overwrite: bool = False
     progress: bool = True
 
@@ -224,6 +228,8 @@ CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "device": _optional(_text),
     "n_panels": _whole(0),
     "trust_flips": _choice_int((0, *FLIP_CHOICES)),
+    "variant": _choice(lambda: ("auto", *dict.fromkeys(sum(DEVICE_VARIANTS.values(), ()))),
+                       "inference variant"),
     "overwrite": _flag,
     "progress": _flag,
 }

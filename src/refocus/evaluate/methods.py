@@ -128,11 +128,13 @@ class ModelMethod:
 
 
 def model_method(model: str | Path | Refocuser, device: str | None = None,
-                 trust_flips: int = 0) -> ModelMethod:
-    """The trained model (a file, or one already loaded) as a :class:`ModelMethod`."""
+                 trust_flips: int = 0, variant: str = "auto") -> ModelMethod:
+    """The trained model (a file, run as ``variant``, or one already loaded) as a
+    :class:`ModelMethod`."""
     from refocus.inference.refocuser import Refocuser
 
-    refocuser = model if isinstance(model, Refocuser) else Refocuser.from_file(model, device)
+    refocuser = (model if isinstance(model, Refocuser)
+                 else Refocuser.from_file(model, device, mode=variant))
     return ModelMethod(refocuser, trust_flips)
 
 

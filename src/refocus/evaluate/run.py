@@ -146,10 +146,10 @@ def _methods(config: EvalConfig, deconv: Deconvolution, model: Refocuser | None
     baseline = baseline_methods(deconv)
     methods = baseline if deconv.iterations else {"identity": baseline["identity"]}
     methods["model"] = model_method(config.model if model is None else model, config.device,
-                                    config.trust_flips)
+                                    config.trust_flips, config.variant)
     if config.second_model is not None:
         methods[model_name(config.second_model, methods)] = model_method(
-            config.second_model, config.device, config.trust_flips)
+            config.second_model, config.device, config.trust_flips, config.variant)
     return methods
 
 

@@ -102,6 +102,9 @@ class _Run:
         self.amp = autocast_dtype(self.device)
         checkpoint = check_outputs(config)
         self.out, self.last = Path(config.out), last_path(config.out)
+        # a wrong --init is refused before the data's half-minute of preparation
+        self.initial = (initial_weights(config.init, config.network_spec())
+                        if config.init is not None and not checkpoint else None)
         self.data = prepare_data(config, ctx, self.device, self.console)
         self.build(checkpoint)
         self.settings = config.run_settings()
@@ -124,8 +127,8 @@ class _Run:
         self.model = build_network(self.spec)
         if checkpoint:
             self.model.load_state_dict(checkpoint["state_dict"])
-        elif config.init is not None:
-            self.model.load_state_dict(initial_weights(config.init, self.spec))
+        elif self.initial is not None:
+            self.model.load_state_dict(self.initial)
         elif config.pretrained:
             load = config.architecture.load_pretrained
             assert load is not None  # config.pretrained says so
