@@ -103,10 +103,10 @@ class _Run:
         checkpoint = check_outputs(config)
         self.out, self.last = Path(config.out), last_path(config.out)
         # a wrong --init is refused before the data's half-minute of preparation
-        self.initial = (initial_weights(config.init, config.network_spec())
-                        if config.init is not None and not checkpoint else None)
+        initial = (initial_weights(config.init, config.network_spec())
+                   if config.init is not None and not checkpoint else None)
         self.data = prepare_data(config, ctx, self.device, self.console)
-        self.build(checkpoint)
+        self.build(checkpoint, initial)
         self.settings = config.run_settings()
         self.settings["runtime"] = {
             "device": str(self.device),
@@ -119,16 +119,18 @@ class _Run:
         self.stop = StopRequest()
         self.progress = _progress(self.console, ctx.main)
 
-    def build(self, checkpoint: dict[str, Any] | None) -> None:
-        """The network (pretrained part loaded, or the checkpoint's weights) and the loss."""
+    def build(self, checkpoint: dict[str, Any] | None,
+              initial: dict[str, torch.Tensor] | None) -> None:
+        """The network (the checkpoint's weights, the ``--init`` model's, or the pretrained
+        part loaded) and the loss."""
         config = self.config
         seed_everything(config.seed)
         self.spec = config.network_spec()
         self.model = build_network(self.spec)
         if checkpoint:
             self.model.load_state_dict(checkpoint["state_dict"])
-        elif self.initial is not None:
-            self.model.load_state_dict(self.initial)
+        elif initial is not None:
+            self.model.load_state_dict(initial)
         elif config.pretrained:
             load = config.architecture.load_pretrained
             assert load is not None  # config.pretrained says so
