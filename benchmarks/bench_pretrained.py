@@ -14,9 +14,10 @@ wells overlap its training or validation wells is refused) are scored, with
 on simulated data), blind Richardson-Lucy (PSF from the image alone), unsupervised Wiener
 (exact PSF), the model, and a second model if its file exists (a CARE-style U-Net trained
 with the same recipe and split). RL's iterations are tuned on the model's validation well
-(a06 for the shipped model), never on scored ones. A model of another fold of the same
-recipe (``refocus train --recipe nuclei-widefield --seed 11``: a02, a04 held out) is
-scored the same way on its own held-out wells: cross-validation by well. Writes the tables
+(a06 for the shipped model), never on scored ones. The recipe's other folds
+(``refocus train --recipe nuclei-widefield --seed 11``, ``2``, ``6``: a02/a04, a05/a06,
+a08/a09 held out) are scored the same way on their own held-out wells, and
+``bench_cv.py`` pools the four pages: cross-validation by well. Writes the tables
 and the goals to ``--out`` (markdown) and prints them.
 ``--quick``: 1 field x 2 planes, small RL search, nothing written (a manual check).
 """

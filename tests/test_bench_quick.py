@@ -111,7 +111,11 @@ def test_prepare_for_inference_takes_the_unmeasured_default_without_falling_back
     assert next(tiny_model.parameters()).is_contiguous()
 
 
-def test_a_variant_that_disagrees_is_refused_for_eager() -> None:
+def test_a_variant_that_disagrees_is_refused_for_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    import refocus.inference.backends as backends
+
+    monkeypatch.setattr(backends, "cpu_has_native_bf16", lambda: True)  # only this warning
+
     class Broken(torch.nn.Module):
         """Right in fp32, wrong under autocast (as an fp16 overflow would be)."""
 
@@ -122,6 +126,20 @@ def test_a_variant_that_disagrees_is_refused_for_eager() -> None:
         predictor = prepare_for_inference(Broken(), "cpu", mode="bf16")
     x = probe_image("cpu", (32, 32))
     assert torch.equal(predictor(x), x) and predictor.variant == "eager"
+
+
+def test_forcing_bf16_on_a_cpu_that_emulates_it_warns(monkeypatch: pytest.MonkeyPatch,
+                                                     tiny_model: torch.nn.Module) -> None:
+    import refocus.inference.backends as backends
+
+    monkeypatch.setattr(backends, "cpu_has_native_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="emulated in software"):
+        slow = prepare_for_inference(tiny_model, "cpu", mode="bf16")
+    assert slow.variant == "bf16"  # asked for, so still given
+    monkeypatch.setattr(backends, "cpu_has_native_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert prepare_for_inference(tiny_model, "cpu", mode="bf16").variant == "bf16"
 
 
 def test_cuda_is_skipped_cleanly_without_a_gpu() -> None:

@@ -348,6 +348,10 @@ def prepare_for_inference(
                          f"(choose from auto, {', '.join(variants_for(device))})")
     model = model.to(device).eval()
     cpu = device.type == "cpu"
+    if cpu and mode == "bf16" and not cpu_has_native_bf16():
+        warnings.warn("bf16 on this CPU is emulated in software (no AVX512-BF16 or AMX): it is "
+                      "slower than float32 here, often many times; mode='auto' never picks it "
+                      "on such a CPU", stacklevel=2)
     store = ModelCache(model) if cpu and (mode == "auto" or mode in GRAPHS) else None
     measured = None
     if store is not None and mode == "auto":
