@@ -265,7 +265,9 @@ def report(args: argparse.Namespace, result: Any, blind: Mapping[int, Sequence[f
         f"Machine: {machine()}.", "",
         *[f"- {line}" for line in models], "",
         f"Scored: {len(fields)} fields ({', '.join(fields)}: held-out wells x {args.sites} "
-        f"noise draws as sites), every z; intervals are bootstrap 95% over them. RL iterations "
+        f"noise draws as sites), every z; intervals are bootstrap 95% over them (the draws of "
+        "one field are not independent, so these are narrower than the spread between wells: "
+        "`bench_cv.py` gives the interval over folds). RL iterations "
         f"(exact PSF) tuned on the validation well {', '.join(split['val'])} per z: "
         f"{meta.get('rl_iterations')}. PSNR/SSIM after "
         "the CARE normalisation and affine fit (refocus.metrics); at z = 16 the input is the "
