@@ -22,14 +22,16 @@ import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from bench_pretrained import FOCUS_Z, GAIN_DB, cell
 from scipy import stats
+
+from refocus.metrics import Interval
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks/results"
 FOLDS = tuple(RESULTS / name for name in (
     "pretrained.md", "pretrained-fold-a02a04.md", "pretrained-fold-a05a06.md",
     "pretrained-fold-a08a09.md"))
-FOCUS_Z, GAIN_DB = 16, 3.0
 Table = dict[int, dict[str, float]]
 
 
@@ -67,11 +69,11 @@ def _mean(text: str) -> float:
     return float(match.group(0)) if match else float("nan")
 
 
-def t_interval(values: Sequence[float]) -> tuple[float, float, float]:
+def t_interval(values: Sequence[float]) -> Interval:
     """Mean and 95% t-interval of independent values (one per fold)."""
     mean = statistics.fmean(values)
     half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
-    return mean, mean - half, mean + half
+    return Interval(mean, mean - half, mean + half, len(values))
 
 
 def read_folds(paths: Sequence[Path]) -> list[dict[str, object]]:
@@ -99,8 +101,7 @@ def read_fold(path: Path) -> dict[str, object]:
 
 
 def _cell(values: Sequence[float], digits: int = 2) -> str:
-    mean, low, high = t_interval(values)
-    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+    return cell(t_interval(values), digits)
 
 
 def pooled_rows(folds: Sequence[Mapping[str, Table]], methods: Sequence[str],
