@@ -96,6 +96,22 @@ def test_compact_starts_as_the_identity(compact: CompactUNet) -> None:
         assert torch.equal(compact(x), x)
 
 
+def test_guide_channels_start_silent_and_are_refused_when_missing() -> None:
+    """With a guide channel (e.g. a deconvolved copy) the output is still the image plus a
+    correction: the image itself at the start, the guide only entering through training."""
+    torch.manual_seed(4)
+    net = CompactUNet(8, (1, 1), 1, (1, 1), 7, in_channels=2).eval()
+    image, guide = torch.rand(1, 1, 36, 40), torch.rand(1, 1, 36, 40)
+    with torch.no_grad():
+        assert torch.equal(net(torch.cat([image, guide], 1)), image)
+        torch.nn.init.normal_(net.ending.weight, std=0.1)
+        a = net(torch.cat([image, guide], 1))
+        b = net(torch.cat([image, 2 * guide], 1))
+    assert (a - b).abs().max() > 1e-4
+    with pytest.raises(ValueError, match=r"\(N, 2, H, W\)"):
+        net(image)
+
+
 def test_identity_start_still_trains_every_parameter() -> None:
     """Zero-initialised output and branch scales must not freeze the rest: after two steps
     every parameter gets a gradient."""

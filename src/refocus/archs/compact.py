@@ -139,7 +139,8 @@ class CompactUNet(nn.Module):
 
     ``width`` channels at full resolution, doubled at each of ``len(encoder_blocks)``
     halvings; ``encoder_blocks[i]``/``decoder_blocks[i]`` NAF blocks at scale ``2**-i``,
-    ``middle_blocks`` at the deepest scale.
+    ``middle_blocks`` at the deepest scale. ``in_channels`` > 1 adds guide channels after
+    the image (e.g. a deconvolved copy): the output is still channel 0 plus a correction.
     """
 
     def __init__(
@@ -149,14 +150,17 @@ class CompactUNet(nn.Module):
         middle_blocks: int,
         decoder_blocks: Sequence[int],
         attention_window: int,
+        in_channels: int = 1,
     ) -> None:
         super().__init__()
         if len(encoder_blocks) != len(decoder_blocks) or not encoder_blocks:
             raise ValueError("encoder_blocks and decoder_blocks need one entry per scale each")
+        if in_channels < 1:
+            raise ValueError(f"in_channels must be positive, got {in_channels}")
         if width < 1 or min(*encoder_blocks, *decoder_blocks, middle_blocks) < 0:
             raise ValueError("width must be positive and block counts not negative")
         self.multiple = 2 ** len(encoder_blocks)
-        self.intro = nn.Conv2d(1, width, 3, padding=1)
+        self.intro = nn.Conv2d(in_channels, width, 3, padding=1)
         self.encoders, self.downs = nn.ModuleList(), nn.ModuleList()
         self.ups, self.decoders = nn.ModuleList(), nn.ModuleList()
         c = width
@@ -174,8 +178,9 @@ class CompactUNet(nn.Module):
         nn.init.zeros_(self.ending.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != 1:
-            raise ValueError(f"expected (N, 1, H, W) input, got {tuple(x.shape)}")
+        channels = self.intro.in_channels
+        if x.ndim != 4 or x.shape[1] != channels:
+            raise ValueError(f"expected (N, {channels}, H, W) input, got {tuple(x.shape)}")
         h, w = x.shape[-2:]
         padded = pad_to_multiple(x, self.multiple)
         # channels-last: CPU depthwise convolutions run 3-10x faster in that layout
@@ -188,7 +193,7 @@ class CompactUNet(nn.Module):
         y = self.middle(y)
         for up, decoder, skip in zip(self.ups, self.decoders, reversed(skips), strict=True):
             y = decoder(up(y) + skip)
-        y = padded + self.ending(y).contiguous()
+        y = padded[:, :1] + self.ending(y).contiguous()
         top, left = (y.shape[-2] - h) // 2, (y.shape[-1] - w) // 2
         return y[..., top : top + h, left : left + w]
 
