@@ -8,10 +8,10 @@
 Exact-PSF RL gains 10-15 dB at z = 22 where the shipped model gains 1-4. There the PSF is
 a wide smooth disc (``bench_gap.py``), and inverting it takes its radius: RL handed a
 defocus 11% off (the ends of the training jitter of ``defocus_scale``) loses much of its
-lead. Is the network short of that distance, of an explicit inversion, or of training? Each
-probe continues training
-the shipped weights for ``--steps`` more steps (same wells, same simulated crops, AdamW
-2e-4, L1) with one guide channel beside the image, so only the guide differs between runs:
+lead. Is the network short of that distance, of an explicit inversion, or of training?
+Each probe continues training the shipped weights for ``--steps`` more steps (same wells,
+same simulated crops, AdamW 2e-4, L1) with one guide channel beside the image, so only the
+guide differs between runs:
 
 - ``none``: no guide (the control: the same extra training alone);
 - ``defocus``: the crop's signed defocus / 40 um as a constant plane (the true value in
@@ -42,7 +42,7 @@ from refocus.baselines import blind_psf, choose_rl_iterations, estimate_backgrou
 from refocus.data.synthetic import SyntheticConfig, SyntheticPairs
 from refocus.images import read_plane
 from refocus.metrics import psnr
-from refocus.modelfile import load_model, read_model_file
+from refocus.modelfile import load_model
 from refocus.simulate import BBBC006_OPTICS, plane_defocus_um, simulate_plane
 from refocus.simulate.psf import defocus_psf
 from refocus.zoo import resolve_model
@@ -86,15 +86,14 @@ def guide_plane(guide: str, image: np.ndarray, defocus_um: float, psf: np.ndarra
 def probe_network(guide: str) -> tuple[CompactUNet, object, dict]:
     """The shipped network, its input widened by the guide channel (zero weights: the
     probe starts as the shipped model), its normaliser and its split."""
-    path = resolve_model(None)
-    loaded, payload = load_model(path), read_model_file(path)
-    spec = {k: v for k, v in payload["arch"].items() if k != "arch"}
+    loaded = load_model(resolve_model(None))
+    spec = {k: v for k, v in loaded.arch.items() if k != "arch"}
     net = CompactUNet(**spec, in_channels=1 if guide == "none" else 2)
     state = loaded.model.state_dict()
     weight = torch.zeros_like(net.intro.weight)
     weight[:, :1] = state["intro.weight"]
     net.load_state_dict({**state, "intro.weight": weight})
-    return net, loaded.normalizer, payload["provenance"]["groups"]
+    return net, loaded.normalizer, loaded.provenance["groups"]
 
 
 def _batch(data: SyntheticPairs, guide: str, rng: np.random.Generator
@@ -144,13 +143,18 @@ def train(guide: str, steps: int, seed: int, out: Path, init: Path | None = None
             print(f"{guide} step {step} {time.time() - start:.0f} s "
                   f"L1 {np.mean(losses[-100:]):.5f}", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"guide": guide, "steps": before + steps, "seed": seed,
+    torch.save({"guide": guide, "steps": before + steps, "added_steps": steps, "seed": seed,
                 "wall_s": time.time() - start, "init": str(init) if init else None,
                 "state_dict": net.state_dict()}, out)
 
 
 def _fields(wells: list[str]) -> list[np.ndarray]:
     return [read_plane(p).astype(np.float32) for p in well_paths(wells)]
+
+
+def _planes(fields: list[np.ndarray], z: int) -> list[np.ndarray]:
+    """Plane ``z`` of each field, the noise seeded by (z, field)."""
+    return [simulate_plane(f, z, rng=[z, i]).astype(np.float32) for i, f in enumerate(fields)]
 
 
 def _restore(net: CompactUNet, guide: str, image: np.ndarray, normalizer: object) -> np.ndarray:
@@ -171,10 +175,9 @@ def _load_probes(probes: list[Path]) -> tuple[dict[str, tuple[str, CompactUNet]]
         net = probe_network(saved["guide"])[0]
         net.load_state_dict(saved["state_dict"])
         nets[f"{path.stem} (+{saved['steps']} steps)"] = (saved["guide"], net.eval())
-        init = saved.get("init")
-        steps = saved["steps"] - (torch.load(init, weights_only=True)["steps"] if init else 0)
+        init = saved["init"]
         made.append(f"- `python benchmarks/bench_guides.py train --guide {saved['guide']} "
-                    f"--steps {steps} --seed {saved['seed']}"
+                    f"--steps {saved['added_steps']} --seed {saved['seed']}"
                     + (f" --init {init}" if init else "") + f" --out {path}` "
                     f"({saved['wall_s'] / 60:.0f} min wall)")
     return nets, made
@@ -187,15 +190,13 @@ def score(probes: list[Path], out: Path | None, z_values: tuple[int, ...] = Z_VA
     test, val = _fields(groups["test"]), _fields(groups["val"])
     rows = []
     for z in z_values:
-        def planes(fields: list[np.ndarray], z: int = z) -> list[np.ndarray]:
-            return [simulate_plane(f, z, rng=[z, i]).astype(np.float32)
-                    for i, f in enumerate(fields)]
-        x_test, row = planes(test), {"z": z}
+        x_test, row = _planes(test, z), {"z": z}
         if z != 16:  # in focus the input is the target itself
             row["input"] = np.mean([psnr(t, x) for t, x in zip(test, x_test, strict=True)])
+            x_val = _planes(val, z)
             for label, factor in _RL_SCALES.items():
                 psf = defocus_psf(plane_defocus_um(z) * factor)
-                n, _ = choose_rl_iterations(planes(val), val, psf, RL_ITERATIONS)
+                n, _ = choose_rl_iterations(x_val, val, psf, RL_ITERATIONS)
                 row[label] = np.mean([psnr(t, richardson_lucy(x, psf, n))
                                       for t, x in zip(test, x_test, strict=True)])
         for name, (guide, net) in nets.items():

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from refocus.images import read_plane
@@ -20,7 +21,8 @@ from refocus.simulate.psf import defocus_psf
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def _probe():
+@pytest.fixture(scope="module")
+def probe():
     if str(BENCH) not in sys.path:  # its own imports: bench_pretrained, bench_trust
         sys.path.insert(0, str(BENCH))
     spec = importlib.util.spec_from_file_location("bench_guides", BENCH / "bench_guides.py")
@@ -29,16 +31,14 @@ def _probe():
     return module
 
 
-def test_wiener_guide_sharpens_a_real_field_beyond_focus() -> None:
-    probe = _probe()
+def test_wiener_guide_sharpens_a_real_field_beyond_focus(probe) -> None:
     field = read_plane(in_focus_paths()[1]).astype(np.float32)
     plane = simulate_plane(field, 22, rng=0).astype(np.float32)
     sharpened = probe.wiener_filter(plane, defocus_psf(plane_defocus_um(22)).astype(np.float32))
     assert psnr(field, sharpened) > psnr(field, plane) + 3
 
 
-def test_widened_network_starts_as_the_shipped_model() -> None:
-    probe = _probe()
+def test_widened_network_starts_as_the_shipped_model(probe) -> None:
     net, normalizer, groups = probe.probe_network("wiener")
     assert groups["test"] == ["a03", "a07"]
     crop = read_plane(z00_paths()[0])[:96, :128]
