@@ -35,11 +35,11 @@ import numpy as np
 import torch
 from bench_pretrained import machine
 from bench_trust import held_out_paths as well_paths  # the shipped fields of these wells
-from scipy import fft
 
 from refocus.archs.compact import CompactUNet
-from refocus.baselines import blind_psf, choose_rl_iterations, estimate_background, richardson_lucy
+from refocus.baselines import blind_psf, choose_rl_iterations, richardson_lucy
 from refocus.data.synthetic import SyntheticConfig, SyntheticPairs
+from refocus.guides import CONTEXT, wiener_filter
 from refocus.images import read_plane
 from refocus.metrics import psnr
 from refocus.modelfile import load_model
@@ -49,28 +49,14 @@ from refocus.zoo import resolve_model
 
 GUIDES = ("none", "defocus", "wiener")
 Z_VALUES = (1, 5, 10, 13, 16, 19, 22, 27, 32)
-DEFOCUS_UNIT_UM, WIENER_LAMBDA, DEFOCUS_JITTER = 40.0, 3e-3, 0.02
-SIZE, CONTEXT, BATCH, NOMINAL_VARIANT = 128, 64, 8, 1  # variant 1: 375 um, the nominal optics
+DEFOCUS_UNIT_UM, DEFOCUS_JITTER = 40.0, 0.02
+SIZE, BATCH, NOMINAL_VARIANT = 128, 8, 1  # variant 1: 375 um, the nominal optics
 RL_ITERATIONS = (5, 10, 20, 40, 80)
 #: RL with the exact PSF, and with the defocus at the ends of the training jitter of
 #: ``defocus_scale`` (what a network that must infer the distance is up against)
 _RL_SCALES = {"RL exact": 1.0, **{
     f"RL, defocus x{end / BBBC006_OPTICS.defocus_scale:.2f}": end / BBBC006_OPTICS.defocus_scale
     for end in SyntheticConfig().defocus_scale}}
-
-
-def wiener_filter(image: np.ndarray, psf: np.ndarray, lam: float = WIENER_LAMBDA) -> np.ndarray:
-    """Wiener deconvolution (constant noise-to-signal ``lam``), mirrored borders: one FFT
-    pair, cheap enough for a whole 2048^2 frame at inference."""
-    bg = estimate_background(image)
-    m, (h, w) = psf.shape[0], image.shape
-    padded = np.pad(image - bg, m, mode="reflect")
-    placed = np.zeros(padded.shape, np.float32)
-    placed[:m, :m] = psf
-    kernel = fft.rfft2(np.roll(placed, (-(m // 2), -(m // 2)), (0, 1)))
-    out = fft.irfft2(fft.rfft2(padded) * np.conj(kernel) / (np.abs(kernel) ** 2 + lam),
-                     padded.shape)
-    return (out[m : m + h, m : m + w] + bg).astype(np.float32)
 
 
 def guide_plane(guide: str, image: np.ndarray, defocus_um: float, psf: np.ndarray | None

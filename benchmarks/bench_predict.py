@@ -4,8 +4,9 @@
                                        [--workloads frame2048 field batch24] [--json out.json]
 
 ``shipped`` is the default pretrained model's own file (its trained weights decide whether
-int8 passes the quality budget); any other name is that architecture with random weights
-(:func:`refocus.modelfile.save_model`; its speed does not depend on training). Workloads:
+int8 passes the quality budget), a registered pretrained name that model's; any other
+name is that architecture with random weights (:func:`refocus.modelfile.save_model`; its
+speed does not depend on training). Workloads:
 ``frame2048``, one 2048x2048 uint16 frame (a mosaic of the shipped z=00 fields); ``field``,
 one 520x696 shipped field; ``batch24``, the 24 shipped z=00 fields in one call. Every
 command runs in a fresh process, three ways:
@@ -48,7 +49,7 @@ from refocus.data.normalize import PercentileNormalizer
 from refocus.images import read_plane
 from refocus.modelfile import save_model
 from refocus.samples import z00_paths
-from refocus.zoo import resolve_model
+from refocus.zoo import MODELS, resolve_model
 
 PATHS = ("old", "cold", "warm")
 SHIPPED = "shipped"
@@ -56,9 +57,11 @@ WORKLOADS = ("frame2048", "field", "batch24")
 
 
 def make_model(folder: Path, arch: str) -> Path:
-    """A model file of ``arch`` with random weights (seeded), or the shipped model's."""
-    if arch == SHIPPED:
-        return Path(shutil.copy(resolve_model(None), folder / "shipped.pt"))
+    """A model file of ``arch`` with random weights (seeded), or the shipped model's (or
+    that of any registered pretrained model, by name)."""
+    if arch == SHIPPED or arch in MODELS:
+        return Path(shutil.copy(resolve_model(None if arch == SHIPPED else arch),
+                                folder / f"{arch}.pt"))
     torch.manual_seed(0)
     spec = {"arch": arch}
     return save_model(folder / f"{arch}.pt", build_network(spec), arch=spec,
@@ -149,7 +152,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--arch", nargs="+", default=[SHIPPED, "resnet34"],
-                        help=f"'{SHIPPED}' (the default model's file) or architectures.")
+                        help=f"'{SHIPPED}' (the default model's file), pretrained model names "
+                             "or architectures.")
     parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS),
                         help="which start-up paths to time (warm alone: the cache is "

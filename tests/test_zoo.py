@@ -110,3 +110,24 @@ def test_models_lists_every_name_whole_and_prints_a_card(capsys, monkeypatch) ->
     assert str(default.path()) in out  # inside the package: where the weights are
     code, _, err = run_cli(capsys, "models", "no-such-model")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "no-such-model" in err
+
+
+def test_half_precision_copy_is_smaller_and_predicts_the_same(tiny_model_path, z00_files,
+                                                               tmp_path) -> None:
+    import numpy as np
+    import torch
+
+    from refocus.images import read_plane
+    from refocus.inference.refocuser import Refocuser
+    from refocus.modelfile import read_model_file, save_half_precision
+
+    half = save_half_precision(tiny_model_path, tmp_path / "half.pt")
+    weights = read_model_file(half)["state_dict"]
+    assert all(v.dtype == torch.float16 for v in weights.values() if v.is_floating_point())
+    assert half.stat().st_size < 0.6 * Path(tiny_model_path).stat().st_size
+    plane = read_plane(z00_files[0])[:256, :256]
+    full_out, half_out = (Refocuser.from_file(p, device="cpu", mode="eager").predict(plane)
+                          for p in (tiny_model_path, half))
+    assert np.abs(full_out.astype(np.int32) - half_out).max() <= 2
+    with pytest.raises(RefocusError, match="exists"):
+        save_half_precision(tiny_model_path, half)

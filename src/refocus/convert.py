@@ -1,9 +1,9 @@
 """Conversion of a network to TorchScript and ONNX, and the runners for those files.
 
-Low level on purpose (it imports only :mod:`refocus.archs.padding`): the inference
-back-ends (:mod:`refocus.inference.backends`, ONNX Runtime) and ``refocus export``
-(:mod:`refocus.export`, which checks every file with :data:`RUNNERS`) both build on it,
-so neither depends on the other.
+Low level on purpose (of refocus it imports only the padding and channel count of
+:mod:`refocus.archs`): the inference back-ends (:mod:`refocus.inference.backends`, ONNX
+Runtime) and ``refocus export`` (:mod:`refocus.export`, which checks every file with
+:data:`RUNNERS`) both build on it, so neither depends on the other.
 
 - TorchScript: the network is traced on a 32-px-aligned input (where its internal padding
   is a no-op) and wrapped in a small *scripted* module that pads to the 32-px grid and
@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from refocus.archs import input_channels
 from refocus.archs.padding import MULTIPLE, pad_to_multiple
 
 INPUT_NAME, OUTPUT_NAME = "input", "output"
@@ -65,9 +66,10 @@ def _quiet_jit() -> Iterator[None]:
 
 
 def export_torchscript(model: nn.Module, out: str | os.PathLike[str] | BinaryIO) -> None:
-    """Write ``model`` as a TorchScript file that accepts (N, 1, H, W) of any H and W."""
+    """Write ``model`` as a TorchScript file that accepts (N, C, H, W) of any H and W (C: 1,
+    or the image and its guide channels for a guided model)."""
     model = model.eval()
-    example = _example((1, 1, 4 * MULTIPLE, 5 * MULTIPLE))
+    example = _example((1, input_channels(model), 4 * MULTIPLE, 5 * MULTIPLE))
     with torch.no_grad(), _quiet_jit():
         core = torch.jit.trace(model, example)
         multiple = int(getattr(model, "multiple", MULTIPLE))
@@ -81,7 +83,7 @@ def export_onnx(model: nn.Module, out: str | os.PathLike[str] | BinaryIO) -> int
 
     model = model.eval()
     # batch 2 and odd sizes: 0/1 sizes and aligned sizes would be specialised by torch.export
-    example = _example((2, 1, 3 * MULTIPLE + 4, 4 * MULTIPLE + 12))
+    example = _example((2, input_channels(model), 3 * MULTIPLE + 4, 4 * MULTIPLE + 12))
     dims = {0: Dim.DYNAMIC, 2: Dim.DYNAMIC, 3: Dim.DYNAMIC}
     with torch.no_grad():
         exported = torch.export.export(model, (example,), dynamic_shapes={"x": dims})
@@ -93,7 +95,7 @@ def export_onnx(model: nn.Module, out: str | os.PathLike[str] | BinaryIO) -> int
 
 
 def run_torchscript(path: str | os.PathLike[str], x: np.ndarray) -> np.ndarray:
-    """Run a TorchScript file on a (N, 1, H, W) float32 array."""
+    """Run a TorchScript file on a (N, C, H, W) float32 array."""
     with _quiet_jit():
         module = torch.jit.load(str(path), map_location="cpu").eval()
     with torch.no_grad():
@@ -101,7 +103,7 @@ def run_torchscript(path: str | os.PathLike[str], x: np.ndarray) -> np.ndarray:
 
 
 def run_onnx(path: str | os.PathLike[str], x: np.ndarray) -> np.ndarray:
-    """Run an ONNX file on a (N, 1, H, W) float32 array with ONNX Runtime (CPU)."""
+    """Run an ONNX file on a (N, C, H, W) float32 array with ONNX Runtime (CPU)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -22,6 +22,7 @@ from torch import nn
 from refocus.archs import build_network
 from refocus.data.normalize import PercentileNormalizer
 from refocus.errors import RefocusError
+from refocus.guides import Guide, get_guide
 from refocus.images import atomic_output
 from refocus.torchfile import load_tensors
 
@@ -41,6 +42,7 @@ class LoadedModel:
     train_config: dict[str, Any]
     provenance: dict[str, Any]
     history: list[dict[str, Any]]
+    guide: Guide | None = None  # the channel the network sees beside the image, if any
 
 
 def _check_plain(value: object, where: str) -> None:
@@ -116,6 +118,19 @@ def replace_history(path: str | os.PathLike[str], history: list[dict[str, Any]])
     _write(path, payload, overwrite=True)
 
 
+def save_half_precision(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
+                        overwrite: bool = False) -> Path:
+    """A copy of model file ``src`` with float16 weights and no training state: half the
+    bytes, for shipping inside the package (:func:`load_model` computes in float32)."""
+    payload = read_model_file(src)
+    payload.pop("training_state", None)
+    payload["state_dict"] = {k: v.half() if v.is_floating_point() else v
+                             for k, v in payload["state_dict"].items()}
+    payload["provenance"] = {**payload["provenance"], "stored_as": "float16",
+                             "stored_from": Path(src).name}
+    return _write(dst, payload, overwrite)
+
+
 def read_model_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The checked contents of a model file (tensors on the CPU)."""
     path = Path(path)
@@ -158,6 +173,18 @@ def _channels(path: Path, train_config: Any) -> None:
                                  f"names, got {channels!r}")
 
 
+def _guide(path: Path, payload: dict[str, Any]) -> Guide | None:
+    """The model's guide (:mod:`refocus.guides`), refused when the network's input does not
+    have a channel for it (or has one too many)."""
+    name = payload["train_config"].get("guide")
+    guide = get_guide(name if isinstance(name, str) or name is None else repr(name), path)
+    channels = payload["arch"].get("in_channels", 1) if isinstance(payload["arch"], dict) else 1
+    if channels != (2 if guide else 1):
+        raise RefocusError(path, f"damaged model file: a network of {channels} input channels "
+                                 f"with guide {name!r}")
+    return guide
+
+
 def _check_finite(path: Path, state_dict: dict[str, Any]) -> None:
     bad = [k for k, v in state_dict.items()
            if isinstance(v, torch.Tensor) and v.is_floating_point() and not v.isfinite().all()]
@@ -190,7 +217,9 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     payload = read_model_file(path)
     normalizer = _normalizer(path, payload["normalizer"])
     _channels(path, payload["train_config"])
+    guide = _guide(path, payload)
     model = _network(path, payload)
+    model.guide = guide  # what its input needs: refocus.guides.network_guide
     return LoadedModel(
         model=model.to(device).eval(),
         arch=payload["arch"],
@@ -198,4 +227,5 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
         train_config=payload["train_config"],
         provenance=payload["provenance"],
         history=payload["history"],
+        guide=guide,
     )

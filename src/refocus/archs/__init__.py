@@ -1,12 +1,13 @@
 """Network architectures: one file each in this package, one registration each.
 
 An architecture is a builder ``build(**args) -> nn.Module`` mapping (N, 1, H, W) to
-(N, 1, H, W) for any H and W, registered with :func:`register_architecture`. A model file
-stores ``{"arch": name, **args}``, so :func:`build_network` rebuilds exactly the network
-that was trained. Networks may define ``param_groups()`` (for discriminative learning
-rates) and ``freeze_pretrained(frozen)`` (to train around a pretrained part);
-:func:`param_groups` and :func:`freeze_pretrained` supply the defaults (one group;
-nothing to freeze).
+(N, 1, H, W) for any H and W (a guided network takes (N, 1 + guides, H, W) and has an
+``in_channels`` attribute, :func:`input_channels`), registered with
+:func:`register_architecture`. A model file stores ``{"arch": name, **args}``, so
+:func:`build_network` rebuilds exactly the network that was trained. Networks may define
+``param_groups()`` (for discriminative learning rates) and ``freeze_pretrained(frozen)``
+(to train around a pretrained part); :func:`param_groups` and :func:`freeze_pretrained`
+supply the defaults (one group; nothing to freeze).
 """
 
 from __future__ import annotations
@@ -68,6 +69,12 @@ def build_network(spec: Mapping[str, Any], where: object = None) -> nn.Module:
     spec = dict(spec)
     arch = get_architecture(str(spec.pop("arch", None)), where)
     return arch.build(**arch.check_args(spec, where))
+
+
+def input_channels(network: nn.Module) -> int:
+    """Channels of the network's input: 1 (the image), or more for a guided network
+    (:mod:`refocus.guides`), which says so with an ``in_channels`` attribute."""
+    return int(getattr(network, "in_channels", 1))
 
 
 def param_groups(network: nn.Module) -> list[list[nn.Parameter]]:

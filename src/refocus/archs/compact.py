@@ -177,6 +177,11 @@ class CompactUNet(nn.Module):
         nn.init.zeros_(self.ending.weight)  # start as the identity: input + 0
         nn.init.zeros_(self.ending.bias)
 
+    @property
+    def in_channels(self) -> int:
+        """The image and its guide channels (:func:`refocus.archs.input_channels`)."""
+        return self.intro.in_channels
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         channels = self.intro.in_channels
         if x.ndim != 4 or x.shape[1] != channels:
@@ -209,8 +214,11 @@ def build_compact(
     middle_blocks: int = 6,
     decoder_blocks: Sequence[int] = (1, 1, 1, 1),
     attention_window: int = 7,
+    in_channels: int = 1,
 ) -> CompactUNet:
-    """The shipped configuration by default (see benchmarks/bench_archs.py for its cost)."""
+    """The shipped configuration by default (see benchmarks/bench_archs.py for its cost);
+    ``in_channels`` 2 for a guided model (:mod:`refocus.guides`)."""
     return CompactUNet(
-        width, tuple(encoder_blocks), middle_blocks, tuple(decoder_blocks), attention_window
+        width, tuple(encoder_blocks), middle_blocks, tuple(decoder_blocks), attention_window,
+        in_channels,
     )

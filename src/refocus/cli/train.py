@@ -21,6 +21,7 @@ CHOICES = {
     "layout": ("refocus.data.pairs", "LAYOUTS"),
     "recipe": ("refocus.train.recipes", "RECIPES"),
     "synthetic": ("refocus.data.in_focus", "PROTOCOLS"),
+    "guide": ("refocus.guides", "GUIDES"),
 }
 
 
@@ -79,6 +80,9 @@ def train_cmd(
     init: str | None = typer.Option(
         None, "--init", help="Fine-tune this refocus model (file or pretrained name) of the "
                              "same architecture instead of starting afresh."),
+    guide: str | None = typer.Option(
+        None, help="A second input channel computed from the image (wiener: its Wiener-"
+                   "deconvolved copy); layout in-focus, nafnet."),
     no_pretrained: bool = typer.Option(
         False, "--no-pretrained", help="Start the encoder from random weights (no download)."),
     weights: Path | None = typer.Option(

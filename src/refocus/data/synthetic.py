@@ -19,6 +19,9 @@ grid (one FFT per entry, computed on first use) and interpolated, with the brigh
 haze and offset of the crop applied (percentiles commute with those) and the shift that
 camera noise gives them (measured once per entry); within 1% of a whole simulated plane's.
 
+With a ``guide`` (:mod:`refocus.guides`) each input gets a second channel, computed on the
+crop with CONTEXT px of image around it and a PSF at the crop's defocus, jittered.
+
 Exactly in focus, the input is the recorded plane itself (as in ``simulate_plane``), so it
 equals its target. Just beside focus the blurred plane keeps most of the recording's own
 noise and gets fresh noise on top: such crops are noisier than a real camera's (the
@@ -38,11 +41,12 @@ from torch.utils.data import Dataset
 
 from refocus.data.normalize import PercentileNormalizer
 from refocus.errors import RefocusError
+from refocus.guides import CONTEXT, get_guide
 from refocus.images import read_plane
 from refocus.samples import in_focus_paths
 from refocus.simulate.camera import BBBC006_CAMERA, Camera
 from refocus.simulate.optics import BBBC006_OPTICS, Optics
-from refocus.simulate.psf import defocus_psf, psf_size
+from refocus.simulate.psf import defocus_psf, kernel_spectrum, psf_size
 
 BIAS = BBBC006_CAMERA.offset  # of the recorded in-focus fields
 
@@ -61,7 +65,9 @@ class SyntheticConfig:
     ``defocus_scale``); ``z_planes``, if given, draws whole planes from that list instead
     (:meth:`paper`). ``bottom_mismatch_um``: the aberration variants (the calibration's
     acceptable basin is 375-450). ``background``: extra haze in ADU (denser real fields
-    have a higher floor), ``brightness``: factor on the photons.
+    have a higher floor), ``brightness``: factor on the photons. ``guide_jitter``: relative
+    sd of the defocus a guide channel's PSF is computed at (:mod:`refocus.guides`; at
+    inference that PSF is estimated, so it is never exact).
     """
 
     z_range: Range = (0.0, 32.0)
@@ -75,6 +81,7 @@ class SyntheticConfig:
     background: Range = (0.0, 40.0)
     brightness: Range = (0.5, 2.0)
     psf_step_um: float = 1.0
+    guide_jitter: float = 0.02
 
     def __post_init__(self) -> None:
         if not 0 <= self.in_focus_fraction <= 1:
@@ -124,6 +131,7 @@ class CropSpec:
     background: float
     brightness: float
     noise_seed: int
+    guide_defocus_um: float = 0.0
 
 
 class PsfBank:
@@ -177,11 +185,8 @@ class _Field:
         """The whole field's photons blurred (noise-free, mirrored borders) via one FFT."""
         if self._spectrum is None:
             self._spectrum = fft.rfft2(self.padded, self.shape, workers=1)
-        half = kernel.shape[0] // 2
-        placed = np.zeros(self.shape, np.float32)
-        placed[: kernel.shape[0], : kernel.shape[1]] = kernel
-        placed = np.roll(placed, (-half, -half), axis=(0, 1))
-        full = fft.irfft2(self._spectrum * fft.rfft2(placed, workers=1), self.shape, workers=1)
+        full = fft.irfft2(self._spectrum * kernel_spectrum(kernel, self.shape), self.shape,
+                          workers=1)
         m, (h, w) = self.margin, self.image.shape
         return full[m : m + h, m : m + w]
 
@@ -205,6 +210,7 @@ class SyntheticPairs(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         augment: bool = True,
         seed: int = 0,
         optics: Optics = BBBC006_OPTICS,
+        guide: str | None = None,
     ) -> None:
         sources = list(in_focus_paths() if fields is None else fields)
         if not sources:
@@ -214,6 +220,11 @@ class SyntheticPairs(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.optics = optics
         variants = [replace(optics, bottom_mismatch_um=m) for m in self.config.bottom_mismatch_um]
         self.bank = PsfBank(variants, self.config.psf_step_um)
+        # a guide's PSF is the nominal optics' (as blind estimation at inference assumes),
+        # computed with CONTEXT px of image around the crop
+        self.guide = get_guide(guide, "guide")
+        self.guide_bank = PsfBank([optics], self.config.psf_step_um)
+        self.window = size + 2 * CONTEXT if self.guide else size
         self.max_defocus = self.config.max_defocus_um(optics)
         self.table_um = _table_points(self.max_defocus + self.config.psf_step_um)
         # the widest kernel: the table's last point (beyond the bank's last grid point)
@@ -223,9 +234,12 @@ class SyntheticPairs(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.size, self.crops_per_field, self.augment, self.seed = (
             size, crops_per_field, augment, seed)
         self.epoch = 0
-        small = [i for i, f in enumerate(self.fields) if min(f.image.shape) < size]
+        small = [i for i, f in enumerate(self.fields) if min(f.image.shape) < self.window]
         if small:
-            raise RefocusError(sources[small[0]], f"field smaller than crop size {size}")
+            where = sources[small[0]]
+            context = f" plus its guide's context ({self.window} px)" if self.guide else ""
+            raise RefocusError(f"field {small[0]}" if isinstance(where, np.ndarray) else where,
+                               f"field smaller than crop size {size}{context}")
 
     def _load(self, source: np.ndarray | str | Path, margin: int) -> _Field:
         image = source if isinstance(source, np.ndarray) else read_plane(source)
@@ -240,9 +254,11 @@ class SyntheticPairs(Dataset[tuple[torch.Tensor, torch.Tensor]]):
                     for sign in (1, -1):
                         self._table_entry(field, variant, sign * int(d))
         steps = int(np.ceil((self.max_defocus + self.config.psf_step_um) / self.config.psf_step_um))
-        for variant in range(len(self.bank.variants)):
-            for index in range(-steps, steps + 1):
-                self.bank.grid_kernel(variant, index)
+        banks = (self.bank, self.guide_bank) if self.guide else (self.bank,)
+        for bank in banks:
+            for variant in range(len(bank.variants)):
+                for index in range(-steps - 1, steps + 2):  # a guide's jitter reaches beyond
+                    bank.grid_kernel(variant, index)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -252,14 +268,15 @@ class SyntheticPairs(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = self.render(self.draw(i))
-        return torch.from_numpy(x)[None], torch.from_numpy(y)[None]
+        return torch.from_numpy(x if x.ndim == 3 else x[None]), torch.from_numpy(y)[None]
 
     def draw(self, i: int) -> CropSpec:
         """The random choices of item ``i`` (this epoch), without any pixel work."""
         cfg, rng = self.config, np.random.default_rng([self.seed, self.epoch * self.augment, i])
         field = i // self.crops_per_field
         h, w = self.fields[field].image.shape
-        top, left = int(rng.integers(h - self.size + 1)), int(rng.integers(w - self.size + 1))
+        top = int(rng.integers(h - self.window + 1))
+        left = int(rng.integers(w - self.window + 1))
         rotation, flip = (int(rng.integers(4)), bool(rng.integers(2))) if self.augment else (0, 0)
         scale = rng.uniform(*cfg.defocus_scale)
         if cfg.z_planes is not None:
@@ -277,18 +294,25 @@ class SyntheticPairs(Dataset[tuple[torch.Tensor, torch.Tensor]]):
             camera=camera, background=float(rng.uniform(*cfg.background)),
             brightness=float(np.exp(rng.uniform(*np.log(cfg.brightness)))),
             noise_seed=int(rng.integers(2**63)),
+            guide_defocus_um=float(defocus * (1 + cfg.guide_jitter * rng.standard_normal())),
         )
 
     def render(self, spec: CropSpec) -> tuple[np.ndarray, np.ndarray]:
-        """(input, target) float32 crops, normalised, in the spec's pose."""
+        """(input, target) float32 crops, normalised, in the spec's pose; with a guide the
+        input is (2, size, size): the crop, then its guide."""
         f = self.fields[spec.field]
-        window = (slice(spec.top, spec.top + self.size), slice(spec.left, spec.left + self.size))
-        target = self.normalizer.apply(f.image[window], *f.percentiles)
+        n = self.window
+        target = self.normalizer.apply(f.image[spec.top : spec.top + n, spec.left : spec.left + n],
+                                       *f.percentiles)
         if spec.defocus_um == 0.0:  # the real in-focus plane itself, as simulate_plane does
             x = target.copy()
         else:
             x = self._defocused(spec)
-        return _pose(x, spec), _pose(target, spec)
+        if self.guide is not None:  # in focus too: inference's estimate is never exactly 0
+            x = self.guide.stack(x, self.guide_bank.kernel(0, spec.guide_defocus_um))
+        c = (n - self.size) // 2  # the guide's context, if any
+        inner = slice(c, c + self.size)
+        return _pose(x[..., inner, inner], spec), _pose(target[inner, inner], spec)
 
     def photons(self, spec: CropSpec) -> np.ndarray:
         """The crop's photons (ADU above the bias, before brightness) blurred by its PSF,
@@ -300,7 +324,7 @@ class SyntheticPairs(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         kernel = self.bank.kernel(spec.variant, spec.defocus_um)
         half = kernel.shape[0] // 2
         top, left = f.margin + spec.top - half, f.margin + spec.left - half
-        region = f.padded[top : top + self.size + 2 * half, left : left + self.size + 2 * half]
+        region = f.padded[top : top + self.window + 2 * half, left : left + self.window + 2 * half]
         return signal.fftconvolve(region, kernel, mode="valid")
 
     def _defocused(self, spec: CropSpec) -> np.ndarray:
@@ -359,6 +383,7 @@ def _table_points(max_um: float) -> np.ndarray:
 
 
 def _pose(image: np.ndarray, spec: CropSpec) -> np.ndarray:
-    """The crop in the spec's dihedral pose (as CropDataset's augmentation), C-ordered."""
-    image = np.rot90(image, spec.rotation)
-    return np.ascontiguousarray(image[:, ::-1] if spec.flip else image)
+    """The crop (Y, X or C, Y, X) in the spec's dihedral pose (as CropDataset's
+    augmentation), C-ordered."""
+    image = np.rot90(image, spec.rotation, axes=(-2, -1))
+    return np.ascontiguousarray(image[..., ::-1] if spec.flip else image)

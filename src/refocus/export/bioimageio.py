@@ -240,6 +240,10 @@ def export_bioimageio(
     are a central crop of the reference plane."""
     from bioimageio.spec import save_bioimageio_package
 
+    if loaded.guide is not None:  # bioimage.io preprocessing has no PSF estimate nor Wiener
+        raise RefocusError(out, f"a bioimage.io package cannot compute this model's "
+                                f"{loaded.guide.name!r} guide channel; export torchscript or "
+                                "onnx (input: the image and its guide)")
     model = loaded.model.eval()
     halo = receptive_radius(model, torch.device("cpu"))
     min_size = max(2 * MULTIPLE, -(-(2 * halo + MULTIPLE) // MULTIPLE) * MULTIPLE)

@@ -19,6 +19,7 @@ from torch import nn
 
 from refocus.convert import RUNNERS
 from refocus.errors import RefocusError
+from refocus.guides import Guide, guide_input
 from refocus.images import read_plane
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ class Reference:
 
     sample: Path
     raw: np.ndarray  # the plane as read
-    x: np.ndarray  # normalised as in training, (1, 1, H, W) float32
+    x: np.ndarray  # normalised as in training, (1, C, H, W) float32 (C = 2 with a guide)
     expected: np.ndarray  # the PyTorch network's output for x
 
     @classmethod
@@ -70,7 +71,7 @@ class Reference:
         """Read ``sample`` and run the loaded PyTorch network on it (CPU, float32)."""
         sample = Path(sample)
         raw = read_plane(sample)
-        x = _normalised(loaded.normalizer, raw)
+        x = _normalised(loaded.normalizer, raw, loaded.guide)
         return cls(sample, raw, x, pytorch_output(loaded.model, x))
 
     def check(self, runtime: str, path: Path) -> float:
@@ -83,14 +84,18 @@ class Reference:
         return diff
 
 
-def sample_input(normalizer: PercentileNormalizer, sample: str | os.PathLike[str]) -> np.ndarray:
-    """A real plane normalised as in training, shaped (1, 1, H, W) float32."""
-    return _normalised(normalizer, read_plane(sample))
+def sample_input(normalizer: PercentileNormalizer, sample: str | os.PathLike[str],
+                 guide: Guide | None = None) -> np.ndarray:
+    """A real plane normalised as in training, shaped (1, C, H, W) float32."""
+    return _normalised(normalizer, read_plane(sample), guide)
 
 
-def _normalised(normalizer: PercentileNormalizer, raw: np.ndarray) -> np.ndarray:
-    """``raw`` as the network sees it in training, shaped (1, 1, H, W) float32."""
-    return normalizer(raw)[None, None].astype(np.float32)
+def _normalised(normalizer: PercentileNormalizer, raw: np.ndarray, guide: Guide | None
+                ) -> np.ndarray:
+    """``raw`` as the network sees it, shaped (1, C, H, W) float32: normalised, and with a
+    guide the guide channel after it (:func:`refocus.guides.guide_input`)."""
+    x = normalizer(raw).astype(np.float32)
+    return (x[None] if guide is None else guide_input(guide, x, raw))[None]
 
 
 def pytorch_output(model: nn.Module, x: np.ndarray) -> np.ndarray:

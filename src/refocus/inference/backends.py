@@ -41,6 +41,8 @@ import torch
 from torch import Tensor, nn
 
 from refocus import convert
+from refocus.archs import input_channels
+from refocus.guides import network_guide
 from refocus.inference import budget, quantize
 from refocus.inference.graphcache import ModelCache
 from refocus.inference.receptive import probe_image
@@ -223,7 +225,11 @@ def onnx_graph(model: nn.Module, variant: str, store: ModelCache | None = None) 
     fp32 = store.graph("fp32", export)
     if GRAPHS[variant] == "fp32":
         return fp32
-    return store.graph(GRAPHS[variant], lambda path: quantize.quantize_int8(fp32, path))
+    def int8(path: Path) -> None:
+        inputs = quantize.calibration_inputs(guide=network_guide(model))
+        quantize.quantize_int8(fp32, path, inputs)
+
+    return store.graph(GRAPHS[variant], int8)
 
 
 def build_variant(model: nn.Module, device: str | torch.device, name: str,
@@ -304,7 +310,7 @@ def measured_variant(model: nn.Module, device: torch.device, store: ModelCache) 
                 raise
             warnings.warn(f"{name} could not be prepared ({type(exc).__name__}: {exc}); "
                           "not using it", stacklevel=3)
-    report = budget.choose_variant(baseline, predictors)
+    report = budget.choose_variant(baseline, predictors, guide=network_guide(model))
     store.remember_check("choice", report)
     log.info("fastest within the quality budget: %s", report["variant"])
     return str(report["variant"])
@@ -318,7 +324,7 @@ def _probe_agrees(model: nn.Module, device: torch.device, name: str, fast: Predi
     if store is not None and isinstance(error := store.check(key), float):
         known = error
     else:
-        probe = probe_image(device)
+        probe = probe_image(device, channels=input_channels(model))
         eager = _torch_predictor(model, device, channels_last=False, dtype=None)
         known = relative_error(fast(probe), eager(probe))
         if store is not None and name in GRAPHS:

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from refocus.guides import Guide, guide_input
+
 log = logging.getLogger(__name__)
 
 #: Largest PSNR change (dB, on any field) against fp32 that a faster variant may cost.
@@ -58,8 +60,10 @@ class Measurement:
     psnr_db: tuple[float, ...]
 
 
-def quality_pairs(fields: QualityFields | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(normalised simulated defocused input, in-focus truth) for each quality field."""
+def quality_pairs(fields: QualityFields | None = None, guide: Guide | None = None
+                  ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(normalised simulated defocused input, in-focus truth) for each quality field; with
+    a ``guide``, the input is what a guided network is given (:func:`guide_input`)."""
     from refocus.data.normalize import PercentileNormalizer
     from refocus.images import read_plane
     from refocus.samples import in_focus_paths
@@ -73,7 +77,8 @@ def quality_pairs(fields: QualityFields | None = None) -> list[tuple[np.ndarray,
         if fields.crop:
             truth = truth[: fields.crop, : fields.crop]
         defocused = simulate_plane(truth, fields.defocus_z, rng=index)
-        pairs.append((normalizer(defocused), truth))
+        x = normalizer(defocused)
+        pairs.append((x if guide is None else guide_input(guide, x, defocused), truth))
     return pairs
 
 
@@ -83,9 +88,10 @@ def measure(variant: str, predict: Callable[[Tensor], Tensor],
     from refocus.metrics import psnr
 
     def run(x: np.ndarray) -> np.ndarray:
-        return predict(torch.from_numpy(np.ascontiguousarray(x))[None, None])[0, 0].numpy()
+        x = torch.from_numpy(np.ascontiguousarray(x))
+        return predict(x[None] if x.ndim == 3 else x[None, None])[0, 0].numpy()
 
-    run(pairs[0][0][:64, :64])  # first-call costs (allocations, kernel choice)
+    run(pairs[0][0][..., :64, :64])  # first-call costs (allocations, kernel choice)
     times, scores = [], []
     for x, truth in pairs:
         start = time.perf_counter()
@@ -110,10 +116,11 @@ def verdict(candidate: Measurement, baseline: Measurement, budget_db: float | No
 
 
 def choose_variant(baseline: str, predictors: dict[str, Callable[[Tensor], Tensor]],
-                   pairs: list[tuple[np.ndarray, np.ndarray]] | None = None) -> dict:
+                   pairs: list[tuple[np.ndarray, np.ndarray]] | None = None,
+                   guide: Guide | None = None) -> dict:
     """Measure ``baseline`` and the other ``predictors``; the report (JSON-able) names the
     fastest accepted one as ``variant`` and says why each other one was refused."""
-    pairs = quality_pairs() if pairs is None else pairs
+    pairs = quality_pairs(guide=guide) if pairs is None else pairs
     reference = measure(baseline, predictors[baseline], pairs)
     measured, refused = [reference], {}
     for name, predict in predictors.items():

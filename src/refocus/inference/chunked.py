@@ -42,6 +42,7 @@ import numpy as np
 
 from refocus.archs.padding import MULTIPLE, grid_pads, reflect_fits
 from refocus.errors import RefocusError
+from refocus.guides import estimate_psf
 from refocus.images import atomic_output_dir, build_pyramid, create_like, open_ome_zarr
 from refocus.inference.flux import apply_gain, gain_from_sums
 from refocus.inference.refocuser import Refocuser
@@ -51,6 +52,8 @@ Progress = Callable[[int, int], None]
 #: Planes of floating-point (or 32-bit) images are sampled down to about this many pixels
 #: for their percentiles; 8- and 16-bit images use an exact histogram instead.
 PERCENTILE_SAMPLE = 4_000_000
+#: Side (px) of the central square a guided model's PSF is estimated on.
+PSF_SAMPLE = 2048
 #: Local thread count: one thread feeds the network while another reads and writes chunks.
 LOCAL_WORKERS = 2
 
@@ -172,23 +175,38 @@ def _predict_block(
     scaling: tuple[float, float],
     sizes: tuple[int, int],
     scratch: Any,
+    psf: np.ndarray | None = None,
 ) -> float:
     """One block: read it with at least ``depth`` pixels of real context (the image edge
     padded as in whole-image prediction), predict, keep the block's own pixels in
-    ``scratch``; returns their sum."""
+    ``scratch``; returns their sum. A guided model's guide is computed on the block and
+    its halo with the plane's ``psf``."""
     y0, y1, x0, x1 = window
     height, width = source.shape[-2:]
     iy0, iy1, top, bottom, oy = _grid_span(y0, y1, height, depth)
     ix0, ix1, left, right, ox = _grid_span(x0, x1, width, depth)
     x = np.asarray(source[prefix + (slice(iy0, iy1), slice(ix0, ix1))])
     x_n = refocuser.normalizer.apply(x, *scaling)
+    if refocuser.guide is not None:  # before the grid padding, as for a whole plane
+        x_n = refocuser.guide.stack(x_n, psf)
     if top or bottom or left or right:
         mode = "reflect" if reflect_fits(height, width, MULTIPLE) else "edge"
-        x_n = np.pad(x_n, ((top, bottom), (left, right)), mode=mode)
+        pads = ((0, 0),) * (x_n.ndim - 2) + ((top, bottom), (left, right))
+        x_n = np.pad(x_n, pads, mode=mode)
     y = refocuser.predict_normalised(x_n, *sizes)
     core = y[oy : oy + y1 - y0, ox : ox + x1 - x0]
     scratch[y0:y1, x0:x1] = core
     return float(core.sum(dtype=np.float64))
+
+
+def _plane_psf(source: Any, prefix: tuple[int, ...], side: int = PSF_SAMPLE) -> np.ndarray:
+    """The plane's PSF for a guided model, estimated on its central ``side`` px square
+    (blind estimation of a whole slide would not fit in memory, and one field's worth of
+    cells is what it is calibrated on)."""
+    height, width = source.shape[-2:]
+    top, left = max((height - side) // 2, 0), max((width - side) // 2, 0)
+    centre = np.asarray(source[prefix + (slice(top, top + side), slice(left, left + side))])
+    return estimate_psf(centre)
 
 
 def refocus_plane(
@@ -223,11 +241,14 @@ def refocus_plane(
     scratch = zarr.open_array(scratch_path, mode="w", shape=plane.shape, chunks=block,
                               dtype=np.float32)
     model = dask.delayed(refocuser)
+    psf = None if refocuser.guide is None else _plane_psf(source, prefix)
+    if psf is not None:  # the guide's inversion needs a PSF's width of context more
+        depth += -(-psf.shape[0] // MULTIPLE) * MULTIPLE
     tasks = [
         dask.delayed(_predict_block, pure=False)(
             model, source, prefix, (y0, min(y0 + block[0], plane.shape[0]),
                                     x0, min(x0 + block[1], plane.shape[1])),
-            depth, (lo, hi), (tile, overlap), scratch)
+            depth, (lo, hi), (tile, overlap), scratch, psf)
         for y0 in range(0, plane.shape[0], block[0])
         for x0 in range(0, plane.shape[1], block[1])
     ]

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from refocus.archs import input_channels
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_SELF = Path("/proc/self")
 #: Limits at or above this (bytes) mean "unlimited" (cgroup v1 writes 2**63 rounded to a page).
@@ -37,7 +39,7 @@ def activation_bytes_per_pixel(model: nn.Module, device: torch.device, size: int
     handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
     try:
         with torch.inference_mode():
-            model(torch.zeros(1, 1, size, size, device=device))
+            model(torch.zeros(1, input_channels(model), size, size, device=device))
     finally:
         for h in handles:
             h.remove()

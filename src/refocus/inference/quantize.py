@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from refocus.convert import INPUT_NAME
+from refocus.guides import Guide, guide_input
 
 #: Calibration crops: the centre of each of this many real fields, this many pixels wide
 #: (activation ranges depend on content, not on size; small crops keep calibration quick).
@@ -27,10 +28,12 @@ CALIBRATION_FIELDS = 8
 CALIBRATION_CROP = 192
 
 
-def calibration_inputs(count: int | None = None, crop: int | None = None) -> list[np.ndarray]:
-    """(1, 1, crop, crop) float32 centre crops of the first ``count`` shipped z=00 fields
+def calibration_inputs(count: int | None = None, crop: int | None = None,
+                       guide: Guide | None = None) -> list[np.ndarray]:
+    """(1, C, crop, crop) float32 centre crops of the first ``count`` shipped z=00 fields
     (default :data:`CALIBRATION_FIELDS`, :data:`CALIBRATION_CROP`), normalised with the
-    default percentile normaliser."""
+    default percentile normaliser; with a ``guide``, each whole field's guide channel too
+    (C = 2, :func:`refocus.guides.guide_input`)."""
     from refocus.data.normalize import PercentileNormalizer
     from refocus.images import read_plane
     from refocus.samples import z00_paths
@@ -40,10 +43,12 @@ def calibration_inputs(count: int | None = None, crop: int | None = None) -> lis
     normalizer = PercentileNormalizer()
     out = []
     for path in z00_paths()[:count]:
-        field = normalizer(read_plane(path))
-        top, left = max((field.shape[0] - crop) // 2, 0), max((field.shape[1] - crop) // 2, 0)
-        piece = field[top : top + crop, left : left + crop]
-        out.append(np.ascontiguousarray(piece, dtype=np.float32)[None, None])
+        raw = read_plane(path)
+        field = normalizer(raw)
+        field = field[None] if guide is None else guide_input(guide, field, raw)
+        top, left = max((field.shape[1] - crop) // 2, 0), max((field.shape[2] - crop) // 2, 0)
+        piece = field[:, top : top + crop, left : left + crop]
+        out.append(np.ascontiguousarray(piece, dtype=np.float32)[None])
     return out
 
 

@@ -28,6 +28,7 @@ from refocus.archs.padding import MULTIPLE, grid_pads, pad_to_multiple
 from refocus.data.normalize import PercentileNormalizer
 from refocus.device import select_device
 from refocus.errors import RefocusError
+from refocus.guides import Guide, guide_input
 from refocus.images import check_pixels
 from refocus.inference.backends import prepare_for_inference
 from refocus.inference.finite import fill_non_finite, non_finite_mask
@@ -72,6 +73,7 @@ class Refocuser:
         channels: Sequence[str] = (),
         mode: str = "auto",
         source: str | os.PathLike[str] | None = None,
+        guide: Guide | None = None,
     ) -> None:
         self.device_request = None if device is None else str(device)
         self.device = select_device(device)
@@ -79,6 +81,7 @@ class Refocuser:
         self.normalizer = normalizer or PercentileNormalizer()
         self.channels = tuple(channels)
         self.mode = mode
+        self.guide = guide
         self.source = None if source is None else Path(source).resolve()
         self.tile: int | None = None  # remembered after an automatic choice or a shrink
         self._predictor: Any = None
@@ -98,7 +101,8 @@ class Refocuser:
         if isinstance(channels, str):
             channels = (channels,)
         return cls(loaded.model, loaded.normalizer, device=device,
-                   channels=[str(c) for c in channels], mode=mode, source=path)
+                   channels=[str(c) for c in channels], mode=mode, source=path,
+                   guide=loaded.guide)
 
     @classmethod
     def pretrained(cls, name: str | os.PathLike[str] | None = None,
@@ -185,7 +189,8 @@ class Refocuser:
     # --- prediction ----------------------------------------------------------------
 
     def _run(self, tile: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(tile))[None, None]
+        x = torch.from_numpy(np.ascontiguousarray(tile))
+        x = x[None] if x.ndim == 3 else x[None, None]
         with self._lock:
             if self._predictor is None:
                 self._predictor = prepare_for_inference(self.model, self.device, self.mode)
@@ -193,15 +198,18 @@ class Refocuser:
 
     def predict_normalised(self, plane: np.ndarray, tile: int | None = None,
                            overlap: int | None = None) -> np.ndarray:
-        """Network output (normalised units) for a normalised float32 plane, tiled.
+        """Network output (normalised units) for a normalised float32 plane, tiled; a
+        guided model takes (2, H, W): the plane and its guide (:meth:`network_input`).
 
         The plane is first padded to the 32-px grid exactly as the network pads a whole
         image, so every tile pools on the same grid as whole-image prediction would.
         """
         plane = np.asarray(plane, dtype=np.float32)
-        h, w = plane.shape
-        padded = pad_to_multiple(torch.from_numpy(plane)[None, None], MULTIPLE)[0, 0].numpy()
-        tile, overlap = self.tile_and_overlap(tile, overlap, padded.shape)
+        h, w = plane.shape[-2:]
+        stack = torch.from_numpy(plane if plane.ndim == 3 else plane[None])[None]
+        padded = pad_to_multiple(stack, MULTIPLE)[0].numpy()
+        padded = padded if plane.ndim == 3 else padded[0]
+        tile, overlap = self.tile_and_overlap(tile, overlap, padded.shape[-2:])
         top, left = grid_pads(h, MULTIPLE)[0], grid_pads(w, MULTIPLE)[0]
         out = predict_tiled(self._run, padded, tile, overlap, align=MULTIPLE,
                             on_shrink=self._remember_tile)
@@ -222,13 +230,19 @@ class Refocuser:
         finite = plane if bad is None else plane[~bad]
         lo, hi = self.normalizer.percentiles(finite)
         x = plane if bad is None else fill_non_finite(plane, bad, lo)
-        y_n = self.predict_normalised(self.normalizer.apply(x, lo, hi), tile, overlap)
+        y_n = self.predict_normalised(self.network_input(x, lo, hi), tile, overlap)
         gain = flux_gain(finite, y_n if bad is None else y_n[~bad], lo, hi)
         out = apply_gain(y_n, lo, gain, plane.dtype)
         if bad is None:
             return out, 0
         out[bad] = np.nan  # float input: the output keeps the marks
         return out, int(np.count_nonzero(bad))
+
+    def network_input(self, plane: np.ndarray, lo: float, hi: float) -> np.ndarray:
+        """The normalised plane, and for a guided model its guide channel too (the PSF
+        estimated from the whole plane, before tiling: :func:`refocus.guides.guide_input`)."""
+        x_n = self.normalizer.apply(plane, lo, hi)
+        return x_n if self.guide is None else guide_input(self.guide, x_n, plane)
 
     def select_channel(self, n_channels: int, channel: int | str | None,
                        names: Sequence[str] | None = None) -> int:

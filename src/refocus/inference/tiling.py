@@ -98,16 +98,17 @@ def _axis_tiles(
 
 
 def _predict_once(fn: TileFn, image: np.ndarray, tile: int, overlap: int, align: int) -> np.ndarray:
-    height, width = image.shape
-    rows = _axis_tiles(height, tile, overlap, align)
-    cols = _axis_tiles(width, tile, overlap, align)
+    shape = image.shape[-2:]
+    rows = _axis_tiles(shape[0], tile, overlap, align)
+    cols = _axis_tiles(shape[1], tile, overlap, align)
     if len(rows) == 1 and len(cols) == 1:
-        return _checked(fn(image), image.shape)
-    total = np.zeros(image.shape, dtype=np.float32)
-    weight = np.zeros(image.shape, dtype=np.float32)
+        return _checked(fn(image), shape)
+    total = np.zeros(shape, dtype=np.float32)
+    weight = np.zeros(shape, dtype=np.float32)
     for y0, y1, wy in rows:
         for x0, x1, wx in cols:
-            piece = _checked(fn(np.ascontiguousarray(image[y0:y1, x0:x1])), (y1 - y0, x1 - x0))
+            piece = fn(np.ascontiguousarray(image[..., y0:y1, x0:x1]))
+            piece = _checked(piece, (y1 - y0, x1 - x0))
             w = np.outer(wy, wx).astype(np.float32)
             total[y0:y1, x0:x1] += piece * w
             weight[y0:y1, x0:x1] += w
@@ -173,24 +174,28 @@ def predict_tiled(
 ) -> np.ndarray:
     """Apply ``fn`` (float32 (h, w) -> (h, w)) to ``image`` in blended tiles; float32 result.
 
+    A (C, H, W) ``image`` (a plane and its guide channels) is cut into (C, h, w) tiles,
+    and ``fn`` still returns (h, w).
+
     ``tile`` at least the image size means one call on the whole image. When ``fn`` runs
     out of memory, the tile is halved and the image restarted, down to :data:`MIN_TILE`
     (or until the tile is no longer more than twice the overlap); ``on_shrink`` hears the
     new size so a caller can keep it for the next image.
     """
     image = np.asarray(image, dtype=np.float32)
-    if image.ndim != 2:
-        raise ValueError(f"predict_tiled needs a 2-D image, got shape {image.shape}")
+    if image.ndim not in (2, 3):
+        raise ValueError(f"predict_tiled needs a (H, W) or (C, H, W) image, got shape "
+                         f"{image.shape}")
     if overlap < 0:
         raise ValueError(f"overlap must be >= 0, got {overlap}")
     tile = int(tile)
     while True:
-        if tile < max(image.shape) and tile <= 2 * overlap:
+        if tile < max(image.shape[-2:]) and tile <= 2 * overlap:
             raise ValueError(f"tile {tile} must be more than twice the overlap {overlap}")
         try:
             return _predict_once(fn, image, tile, overlap, align)
         except Exception as exc:
-            smaller = max(((min(tile, max(image.shape)) // 2) // align) * align, align)
+            smaller = max(((min(tile, max(image.shape[-2:])) // 2) // align) * align, align)
             if not is_out_of_memory(exc) or smaller < MIN_TILE or smaller <= 2 * overlap:
                 raise
             log.warning("out of memory with %d px tiles; retrying with %d px", tile, smaller)

@@ -17,7 +17,7 @@ import functools
 import math
 
 import numpy as np
-from scipy import optimize, signal, special
+from scipy import fft, optimize, signal, special
 
 from refocus.simulate.optics import BBBC006_OPTICS, Optics
 
@@ -126,3 +126,12 @@ def blur(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     py, px = ky // 2, kx // 2
     padded = np.pad(np.asarray(image, dtype=np.float64), ((py, py), (px, px)), mode="reflect")
     return signal.fftconvolve(padded, kernel, mode="valid")
+
+
+def kernel_spectrum(kernel: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The real FFT of ``kernel`` centred on the origin of a ``shape`` frame: what a
+    convolution (or its inverse) by FFT multiplies with, without shifting the image."""
+    half_y, half_x = kernel.shape[0] // 2, kernel.shape[1] // 2
+    placed = np.zeros(shape, np.float32)
+    placed[: kernel.shape[0], : kernel.shape[1]] = kernel
+    return fft.rfft2(np.roll(placed, (-half_y, -half_x), axis=(0, 1)), workers=1)

@@ -20,6 +20,7 @@ from refocus.data.in_focus import NAME as IN_FOCUS
 from refocus.data.in_focus import PROTOCOLS
 from refocus.data.pairs import LAYOUTS
 from refocus.errors import RefocusError
+from refocus.guides import get_guide
 from refocus.loss import LOSSES
 
 #: Fields that only say how to run (a resumed run may change them).
@@ -52,7 +53,9 @@ class TrainConfig:
     ``synthetic`` is the simulation protocol of the ``in-focus`` layout (pairs made on the
     fly from in-focus fields); ``recipe`` names the recipe the settings came from;
     ``init`` is a refocus model (file or pretrained name) of the same architecture to
-    fine-tune, instead of starting from ``weights``.
+    fine-tune, instead of starting from ``weights``. ``guide`` names a guide channel
+    (:mod:`refocus.guides`) the network sees beside the image: its input then has two
+    channels (simulated in-focus training only, for now).
 
     ``zstacks`` (instead of ``data``): z-stack files or folders of them
     (:mod:`refocus.train.zstacks`); each stack's best-focus plane (or ``focus_plane``) is
@@ -76,6 +79,7 @@ class TrainConfig:
     synthetic: str = "both-sides"
     recipe: str | None = None
     init: str | None = None
+    guide: str | None = None
     select_by: str = "psnr"
     weights: str | None = PRETRAINED
     loss: str = "feature"
@@ -162,6 +166,9 @@ class TrainConfig:
         LAYOUTS.get(self.layout, "--layout")
         if self.layout == IN_FOCUS:
             PROTOCOLS.get(self.synthetic, "--synthetic")
+        elif self.guide is not None:
+            raise RefocusError(None, "--guide needs --layout in-focus (pairs simulated from "
+                                     "in-focus fields), for now")
         if f"val_{self.select_by}" not in SELECT:
             raise RefocusError(None, f"--select-by: choose psnr or l1, not {self.select_by!r}")
         if self.layout == "bbbc006":
@@ -172,6 +179,9 @@ class TrainConfig:
             check_z("--target-z", self.target_z)
 
     def _check_zstacks(self) -> None:
+        if self.guide is not None:
+            raise RefocusError(None, "--guide needs --layout in-focus (pairs simulated from "
+                                     "in-focus fields), not --zstacks, for now")
         if self.data is not None:
             raise RefocusError(None, "--data and --zstacks exclude each other (the z-stacks "
                                      "are the data)")
@@ -187,6 +197,11 @@ class TrainConfig:
 
     def _check_network(self) -> None:
         arch = self.architecture
+        if self.guide is not None:
+            get_guide(self.guide, "--guide")
+            if "in_channels" not in inspect.signature(arch.build).parameters:
+                raise RefocusError(None, f"--guide: architecture {self.arch!r} takes one input "
+                                         "channel only (use --arch nafnet)")
         self.network_spec()  # refuses arguments the builder does not take
         if arch.load_pretrained is None and self.weights not in (None, PRETRAINED):
             raise RefocusError(
@@ -219,7 +234,7 @@ class TrainConfig:
         """The model file's ``arch`` entry: the name and *every* builder argument, defaults
         included, so a later change of a default never changes what a model file rebuilds."""
         arch = self.architecture
-        args = arch.check_args(self.arch_args)
+        args = arch.check_args({**self.arch_args, **({"in_channels": 2} if self.guide else {})})
         signature = inspect.signature(arch.build)
         bound = signature.bind(**args)
         bound.apply_defaults()

@@ -105,7 +105,7 @@ def make_datasets(config: TrainConfig, splits: dict[str, list], normalizer: Perc
     def synthetic(split: str, crops: int, augment: bool) -> SyntheticPairs:
         fields = [p.target for p in splits[split]]
         return SyntheticPairs(fields, protocol, normalizer, config.size, crops, augment,
-                              config.seed)
+                              config.seed, guide=config.guide)
 
     return synthetic("train", config.crops_per_pair, True), synthetic("val", config.val_crops,
                                                                         False)

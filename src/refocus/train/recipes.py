@@ -46,6 +46,9 @@ def _register(name: str, summary: str, **overrides: Any) -> None:
 
 
 _register("nuclei-widefield", "the shipped default model: nafnet, both sides of focus")
+_register("nuclei-widefield-wiener",
+          "the same with a Wiener-deconvolved copy of the image as a second input channel, "
+          "80 epochs", guide="wiener", epochs=80)
 _register("nuclei-widefield-paper-protocol",
           "the same, trained on z = 1, 5, 10 only (the paper's protocol, for its z = 32 claim)",
           synthetic="paper")
