@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from refocus.archs import ARCHITECTURES, build_network
+from refocus.archs import ARCHITECTURES, build_network, input_channels
 from refocus.data.normalize import PercentileNormalizer
 from refocus.data.synthetic import SyntheticPairs
 from refocus.images import read_plane
@@ -48,7 +48,7 @@ def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> tuple[floa
 
 def macs_per_pixel(net: torch.nn.Module, side: int = 128) -> float:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        net(torch.zeros(1, 1, side, side))
+        net(torch.zeros(1, input_channels(net), side, side))
     return counter.get_total_flops() / 2 / side**2
 
 

@@ -48,6 +48,9 @@ from refocus.simulate.psf import defocus_psf
 from refocus.zoo import resolve_model
 
 GUIDES = ("none", "defocus", "wiener")
+#: the model the probes went on from (the default when they ran; nuclei-widefield-v2 is
+#: the Wiener guide trained from scratch)
+PROBED = "nuclei-widefield-v1"
 Z_VALUES = (1, 5, 10, 13, 16, 19, 22, 27, 32)
 DEFOCUS_UNIT_UM, DEFOCUS_JITTER = 40.0, 0.02
 SIZE, BATCH, NOMINAL_VARIANT = 128, 8, 1  # variant 1: 375 um, the nominal optics
@@ -72,7 +75,7 @@ def guide_plane(guide: str, image: np.ndarray, defocus_um: float, psf: np.ndarra
 def probe_network(guide: str) -> tuple[CompactUNet, object, dict]:
     """The shipped network, its input widened by the guide channel (zero weights: the
     probe starts as the shipped model), its normaliser and its split."""
-    loaded = load_model(resolve_model(None))
+    loaded = load_model(resolve_model(PROBED))
     spec = {k: v for k, v in loaded.arch.items() if k != "arch"}
     net = CompactUNet(**spec, in_channels=1 if guide == "none" else 2)
     state = loaded.model.state_dict()

@@ -165,9 +165,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 150)
-    archs = [a for a in args.arch if a == SHIPPED or a in ARCHITECTURES]
+    archs = [a for a in args.arch if a == SHIPPED or a in MODELS or a in ARCHITECTURES]
     for missing in sorted(set(args.arch) - set(archs)):
-        console.print(f"architecture {missing!r} is not registered here: skipped")
+        console.print(f"{missing!r} is no pretrained model nor architecture here: skipped")
     results = []
     with tempfile.TemporaryDirectory(prefix="refocus-bench-predict-") as tmp:
         work = Path(tmp)

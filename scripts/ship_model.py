@@ -1,7 +1,7 @@
 """Ship a trained model file inside the package: float16 weights, checked on real pixels.
 
     python scripts/ship_model.py runs/v2/nuclei-widefield-v2.pt \\
-        src/refocus/zoo/nuclei-widefield-v2.pt
+        src/refocus/zoo/nuclei-widefield-v2.pt --keep-below 10000
 
 Writes the half-precision copy (:func:`refocus.modelfile.save_half_precision`), refocuses
 every shipped real z = 00 field with both files (eager float32 compute) and refuses the
@@ -44,8 +44,11 @@ def main() -> None:
     parser.add_argument("model", type=Path)
     parser.add_argument("out", type=Path)
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--keep-below", type=int, default=0,
+                        help="tensors of fewer values than this stay float32")
     args = parser.parse_args()
-    save_half_precision(args.model, args.out, overwrite=args.overwrite)
+    save_half_precision(args.model, args.out, overwrite=args.overwrite,
+                        keep_below=args.keep_below)
     change = largest_change(args.model, args.out)
     if not change <= TOLERANCE:
         args.out.unlink()

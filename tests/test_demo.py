@@ -32,7 +32,7 @@ def test_demo_writes_everything(demo_out):
     with (demo_out / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert {r["method"] for r in rows} == {"identity", "richardson_lucy", "richardson_lucy_blind",
-                                           "wiener", "model", "nuclei-widefield-v1"}
+                                           "wiener", "model", "nuclei-widefield-v2"}
     assert {int(r["z"]) for r in rows} == {1, 5, 10, 32}
     assert all(np.isfinite(float(r["psnr"])) for r in rows)
     assert json.loads((demo_out / "metrics.json").read_text())
@@ -58,7 +58,7 @@ def test_demo_model_beats_the_input_on_the_held_out_field(demo_out):
     for z in (1, 5):
         assert psnr[z, "model"] > psnr[z, "identity"] + 0.5, f"z={z}"
     for z in (*TRAIN_Z, 32):  # the shipped model, which never saw these wells
-        assert psnr[z, "nuclei-widefield-v1"] > psnr[z, "identity"] + 0.5, f"z={z}"
+        assert psnr[z, "nuclei-widefield-v2"] > psnr[z, "identity"] + 0.5, f"z={z}"
 
 
 def test_demo_refocuses_real_fields_in_their_units(demo_out):

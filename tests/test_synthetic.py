@@ -128,6 +128,10 @@ def test_bad_settings_are_refused() -> None:
         SyntheticConfig(gain=(0.0, 0.3))
     with pytest.raises(RefocusError, match="variant"):
         SyntheticConfig(bottom_mismatch_um=())
+    with pytest.raises(RefocusError, match="guide_jitter"):
+        SyntheticConfig(guide_jitter=-0.1)
+    with pytest.raises(RefocusError, match=r"field 0: .*its guide's context \(256 px\)"):
+        SyntheticPairs([np.full((200, 300), 500, np.uint16)], size=128, guide="wiener")
     with pytest.raises(RefocusError, match="smaller than crop"):
         SyntheticPairs([np.full((100, 300), 500, np.uint16)], size=128)
     with pytest.raises(RefocusError, match="no in-focus fields"):

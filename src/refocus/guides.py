@@ -13,6 +13,7 @@ estimates from the plane (:func:`guide_input`). A model file names its guide in 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,8 +21,11 @@ import numpy as np
 from scipy import fft
 
 from refocus.baselines import blind_psf, estimate_background
+from refocus.errors import RefocusError
 from refocus.registry import Registry
-from refocus.simulate.psf import kernel_spectrum
+from refocus.simulate.psf import defocus_psf, kernel_spectrum
+
+log = logging.getLogger(__name__)
 
 #: Wiener noise-to-signal ratio: 3e-3 and 1e-2 sharpened every plane tried on the shipped
 #: fields with the exact PSF; 1e-3 left one field worse than its input at z = 22.
@@ -96,8 +100,13 @@ def network_guide(network: object) -> Guide | None:
 
 def estimate_psf(raw: np.ndarray) -> np.ndarray:
     """The PSF of a plane of unknown defocus, estimated blind with the nominal optics
-    (:func:`refocus.baselines.blind_psf`)."""
-    return blind_psf(np.asarray(raw, dtype=np.float32)).psf.astype(np.float32)
+    (:func:`refocus.baselines.blind_psf`); the in-focus PSF where no estimate can be made
+    (a plane smaller than the focus estimator's tile), as for a plane found in focus."""
+    try:
+        return blind_psf(np.asarray(raw, dtype=np.float32)).psf.astype(np.float32)
+    except RefocusError as exc:
+        log.info("no focus estimate (%s): the guide assumes focus", exc)
+        return defocus_psf(0.0).astype(np.float32)
 
 
 def guide_input(guide: Guide, normalised: np.ndarray, raw: np.ndarray) -> np.ndarray:

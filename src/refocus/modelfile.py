@@ -119,13 +119,16 @@ def replace_history(path: str | os.PathLike[str], history: list[dict[str, Any]])
 
 
 def save_half_precision(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
-                        overwrite: bool = False) -> Path:
+                        overwrite: bool = False, keep_below: int = 0) -> Path:
     """A copy of model file ``src`` with float16 weights and no training state: half the
-    bytes, for shipping inside the package (:func:`load_model` computes in float32)."""
+    bytes, for shipping inside the package (:func:`load_model` computes in float32).
+    Tensors of fewer than ``keep_below`` values (biases, norms, per-channel scales: few
+    bytes, but each scales a whole channel) stay float32."""
     payload = read_model_file(src)
     payload.pop("training_state", None)
-    payload["state_dict"] = {k: v.half() if v.is_floating_point() else v
-                             for k, v in payload["state_dict"].items()}
+    payload["state_dict"] = {
+        k: v.half() if v.is_floating_point() and v.numel() >= keep_below else v
+        for k, v in payload["state_dict"].items()}
     payload["provenance"] = {**payload["provenance"], "stored_as": "float16",
                              "stored_from": Path(src).name}
     return _write(dst, payload, overwrite)

@@ -95,6 +95,8 @@ class SyntheticConfig:
                 raise RefocusError(None, f"{name}: low end {low} above high end {high}")
         if min(self.gain) <= 0 or min(self.brightness) <= 0 or min(self.defocus_scale) <= 0:
             raise RefocusError(None, "gain, brightness and defocus scale must be positive")
+        if not 0 <= self.guide_jitter < 1:
+            raise RefocusError(None, f"guide_jitter must lie in 0..1, not {self.guide_jitter}")
         if not self.bottom_mismatch_um:
             raise RefocusError(None, "need at least one aberration variant (bottom_mismatch_um)")
         per_um = 1 / self.psf_step_um if self.psf_step_um > 0 else 0.0

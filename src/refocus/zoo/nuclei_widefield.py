@@ -1,4 +1,5 @@
-"""The shipped default model: nuclei (Hoechst-like), widefield, ~0.65 um pixels.
+"""The first shipped model, the default until nuclei-widefield-v2: nuclei (Hoechst-like),
+widefield, ~0.65 um pixels.
 
 Made by ``refocus train --recipe nuclei-widefield --out nuclei-widefield-v1.pt`` (seed 0,
 every setting in the file's ``train_config``) from the 8 in-focus BBBC006 fields that ship
@@ -23,7 +24,6 @@ MODELS.register("nuclei-widefield-v1", PretrainedModel(
     arch="nafnet",
     file="nuclei-widefield-v1.pt",
     sha256="e8d0f12b99606367c272280679a41e7e5b87c637e0a0661efcab46114fbf0d11",
-    default=True,
     training_data="the 8 real in-focus BBBC006 w1 fields shipped with refocus (U2OS, Hoechst "
                   "33342); wells a02 a04 a05 a08 a09 train, a06 validates, a03 a07 held out; "
                   "defocus simulated on the fly with the calibrated optics, -33..+33 um",
