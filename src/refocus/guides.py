@@ -109,7 +109,9 @@ def estimate_psf(raw: np.ndarray) -> np.ndarray:
         return defocus_psf(0.0).astype(np.float32)
 
 
-def guide_input(guide: Guide, normalised: np.ndarray, raw: np.ndarray) -> np.ndarray:
-    """The network input of a guided model for one plane: :meth:`Guide.stack` with the PSF
+def guide_input(guide: Guide | None, normalised: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    """(C, H, W) float32: what a network with ``guide`` (None: no guide) is given for one
+    plane: the normalised plane, and with a guide :meth:`Guide.stack` with the PSF
     estimated from the whole ``raw`` plane (:func:`estimate_psf`)."""
-    return guide.stack(normalised, estimate_psf(raw))
+    plane = np.asarray(normalised, dtype=np.float32)
+    return plane[None] if guide is None else guide.stack(plane, estimate_psf(raw))

@@ -94,8 +94,7 @@ def _normalised(normalizer: PercentileNormalizer, raw: np.ndarray, guide: Guide 
                 ) -> np.ndarray:
     """``raw`` as the network sees it, shaped (1, C, H, W) float32: normalised, and with a
     guide the guide channel after it (:func:`refocus.guides.guide_input`)."""
-    x = normalizer(raw).astype(np.float32)
-    return (x[None] if guide is None else guide_input(guide, x, raw))[None]
+    return guide_input(guide, normalizer(raw), raw)[None]
 
 
 def pytorch_output(model: nn.Module, x: np.ndarray) -> np.ndarray:

@@ -62,8 +62,8 @@ class Measurement:
 
 def quality_pairs(fields: QualityFields | None = None, guide: Guide | None = None
                   ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(normalised simulated defocused input, in-focus truth) for each quality field; with
-    a ``guide``, the input is what a guided network is given (:func:`guide_input`)."""
+    """(network input, in-focus truth) for each quality field: the simulated defocused
+    plane normalised, (C, H, W), with the ``guide`` channel if any (:func:`guide_input`)."""
     from refocus.data.normalize import PercentileNormalizer
     from refocus.images import read_plane
     from refocus.samples import in_focus_paths
@@ -77,8 +77,7 @@ def quality_pairs(fields: QualityFields | None = None, guide: Guide | None = Non
         if fields.crop:
             truth = truth[: fields.crop, : fields.crop]
         defocused = simulate_plane(truth, fields.defocus_z, rng=index)
-        x = normalizer(defocused)
-        pairs.append((x if guide is None else guide_input(guide, x, defocused), truth))
+        pairs.append((guide_input(guide, normalizer(defocused), defocused), truth))
     return pairs
 
 
@@ -88,8 +87,7 @@ def measure(variant: str, predict: Callable[[Tensor], Tensor],
     from refocus.metrics import psnr
 
     def run(x: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(x))
-        return predict(x[None] if x.ndim == 3 else x[None, None])[0, 0].numpy()
+        return predict(torch.from_numpy(np.ascontiguousarray(x))[None])[0, 0].numpy()
 
     run(pairs[0][0][..., :64, :64])  # first-call costs (allocations, kernel choice)
     times, scores = [], []

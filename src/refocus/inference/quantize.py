@@ -44,8 +44,7 @@ def calibration_inputs(count: int | None = None, crop: int | None = None,
     out = []
     for path in z00_paths()[:count]:
         raw = read_plane(path)
-        field = normalizer(raw)
-        field = field[None] if guide is None else guide_input(guide, field, raw)
+        field = guide_input(guide, normalizer(raw), raw)
         top, left = max((field.shape[1] - crop) // 2, 0), max((field.shape[2] - crop) // 2, 0)
         piece = field[:, top : top + crop, left : left + crop]
         out.append(np.ascontiguousarray(piece, dtype=np.float32)[None])

@@ -28,7 +28,7 @@ from refocus.archs.padding import MULTIPLE, grid_pads, pad_to_multiple
 from refocus.data.normalize import PercentileNormalizer
 from refocus.device import select_device
 from refocus.errors import RefocusError
-from refocus.guides import Guide, guide_input
+from refocus.guides import Guide, guide_input, network_guide
 from refocus.images import check_pixels
 from refocus.inference.backends import prepare_for_inference
 from refocus.inference.finite import fill_non_finite, non_finite_mask
@@ -81,7 +81,8 @@ class Refocuser:
         self.normalizer = normalizer or PercentileNormalizer()
         self.channels = tuple(channels)
         self.mode = mode
-        self.guide = guide
+        if guide is not None:  # the network carries it, as a loaded model file's does
+            self.model.guide = guide
         self.source = None if source is None else Path(source).resolve()
         self.tile: int | None = None  # remembered after an automatic choice or a shrink
         self._predictor: Any = None
@@ -101,8 +102,7 @@ class Refocuser:
         if isinstance(channels, str):
             channels = (channels,)
         return cls(loaded.model, loaded.normalizer, device=device,
-                   channels=[str(c) for c in channels], mode=mode, source=path,
-                   guide=loaded.guide)
+                   channels=[str(c) for c in channels], mode=mode, source=path)
 
     @classmethod
     def pretrained(cls, name: str | os.PathLike[str] | None = None,
@@ -131,6 +131,11 @@ class Refocuser:
         self.__dict__.update(state, _predictor=None, _lock=threading.Lock())
         self.device = select_device(self.device_request)
         self.model = self.model.to(self.device).eval()
+
+    @property
+    def guide(self) -> Guide | None:
+        """The guide channel the network takes beside the image (:mod:`refocus.guides`)."""
+        return network_guide(self.model)
 
     # --- sizes ---------------------------------------------------------------------
 
@@ -241,8 +246,7 @@ class Refocuser:
     def network_input(self, plane: np.ndarray, lo: float, hi: float) -> np.ndarray:
         """The normalised plane, and for a guided model its guide channel too (the PSF
         estimated from the whole plane, before tiling: :func:`refocus.guides.guide_input`)."""
-        x_n = self.normalizer.apply(plane, lo, hi)
-        return x_n if self.guide is None else guide_input(self.guide, x_n, plane)
+        return guide_input(self.guide, self.normalizer.apply(plane, lo, hi), plane)
 
     def select_channel(self, n_channels: int, channel: int | str | None,
                        names: Sequence[str] | None = None) -> int:
