@@ -15,19 +15,24 @@ command runs in a fresh process, three ways:
   ONNX graph exported at every start, ONNX Runtime fp32, nothing measured;
 - ``cold``: an empty cache: export, int8 calibration and the speed/quality measurement
   (:mod:`refocus.inference.budget`) once, then prediction: a model's first run;
-- ``warm``: the cache an earlier run filled: every later run.
+- ``warm``: the cache an earlier run filled: every later run;
+- ``glibc``: ``warm`` with glibc's malloc left as it is (``MALLOC_TOP_PAD_`` set to its
+  default, which refocus takes as the user's own tuning): what :mod:`refocus.allocator`
+  saves;
+- ``before`` (with ``--before SRC``): ``warm`` running the refocus package in another
+  checkout's ``src`` folder (e.g. a ``git worktree`` of an older commit), its own cache
+  filled by one untimed run: the old code against the new in the same run.
 
 Times are wall seconds of the whole command (interpreter start, imports, model load,
 preparation, reading, refocusing, writing), medians over ``--repeats`` runs interleaved
 old/cold/warm so drift on a shared machine hits all three alike; ratios are old over
-the other path within the same run.
+the other path within the same run (``before`` over ``warm`` for the code change).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import statistics
@@ -51,7 +56,9 @@ from refocus.modelfile import save_model
 from refocus.samples import z00_paths
 from refocus.zoo import MODELS, resolve_model
 
-PATHS = ("old", "cold", "warm")
+PATHS = ("old", "cold", "warm", "glibc", "before")
+#: glibc's own default for MALLOC_TOP_PAD_: setting it changes nothing but the opt-out.
+GLIBC_DEFAULT = {"MALLOC_TOP_PAD_": "131072"}
 SHIPPED = "shipped"
 WORKLOADS = ("frame2048", "field", "batch24")
 
@@ -107,43 +114,49 @@ def chosen_variant(cache: Path) -> str:
 
 
 def measure(model: Path, inputs: list[str], work: Path, repeats: int, console: Console,
-            paths: tuple[str, ...] = PATHS) -> tuple[dict[str, list[float]], str]:
+            paths: tuple[str, ...] = ("old", "cold", "warm"), before: Path | None = None
+            ) -> tuple[dict[str, list[float]], str]:
     """Seconds of every run of each path, and the variant the warm runs use."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("REFOCUS_")}
-    warm_cache = Path(tempfile.mkdtemp(dir=work, prefix="cache-warm-"))  # one per workload
+    caches = {name: Path(tempfile.mkdtemp(dir=work, prefix=f"cache-{name}-"))
+              for name in ("warm", "before")}  # one per workload
+    old_code = {"PYTHONPATH": str(before), "REFOCUS_CACHE_DIR": str(caches["before"])}
+    if "before" in paths:  # the old code fills its own cache, untimed
+        run_command(model, inputs, work / "out", {**base, **old_code})
+    if {"warm", "glibc"} & set(paths) and "cold" not in paths:
+        run_command(model, inputs, work / "out", {**base, "REFOCUS_CACHE_DIR": str(caches["warm"])})
     times: dict[str, list[float]] = {p: [] for p in paths}
-    if "warm" in paths and "cold" not in paths:  # fill the cache first, untimed
-        run_command(model, inputs, work / "out", {**base, "REFOCUS_CACHE_DIR": str(warm_cache)})
     for rep in range(repeats):
         for path in paths:
-            env = dict(base)
+            env = {**base, "REFOCUS_CACHE_DIR": str(caches["warm"])}
             if path == "old":
-                env["REFOCUS_NO_CACHE"] = "1"
-            elif path == "cold":
-                cache = warm_cache if rep == 0 else Path(tempfile.mkdtemp(dir=work))
-                env["REFOCUS_CACHE_DIR"] = str(cache)
-            else:
-                env["REFOCUS_CACHE_DIR"] = str(warm_cache)
+                env = {**base, "REFOCUS_NO_CACHE": "1"}
+            elif path == "cold" and rep > 0:
+                env["REFOCUS_CACHE_DIR"] = cold = tempfile.mkdtemp(dir=work)
+            elif path == "glibc":
+                env.update(GLIBC_DEFAULT)
+            elif path == "before":
+                env.update(old_code)
             seconds = run_command(model, inputs, work / "out", env)
             times[path].append(seconds)
             console.print(f"  {model.stem} {path} run {rep + 1}: {seconds:.1f} s", highlight=False)
             if path == "cold" and rep > 0:
-                shutil.rmtree(cache, ignore_errors=True)
-    return times, chosen_variant(warm_cache)
+                shutil.rmtree(cold, ignore_errors=True)
+    return times, chosen_variant(caches["warm"])
 
 
-def make_table(results: list[dict]) -> Table:
+def make_table(results: list[dict], paths: tuple[str, ...]) -> Table:
     table = Table(title="refocus predict, whole command (medians)", title_justify="left")
-    for name in ("model", "workload", "auto ->", "old s", "cold s", "warm s", "old/cold",
-                 "old/warm", "runs"):
-        table.add_column(name, justify="left" if name in ("model", "workload", "auto ->")
-                         else "right")
+    ratios = [(a, b) for a, b in (("old", "cold"), ("old", "warm"), ("glibc", "warm"),
+                                  ("before", "warm")) if a in paths and b in paths]
+    names = ["model", "workload", "auto ->", *(f"{p} s" for p in paths),
+             *(f"{a}/{b}" for a, b in ratios), "runs"]
+    for name in names:
+        table.add_column(name, justify="left" if name in names[:3] else "right")
     for r in results:
-        m = {p: statistics.median(r["times"][p]) if r["times"].get(p) else math.nan
-             for p in PATHS}
-        table.add_row(r["arch"], r["workload"], r["variant"], f"{m['old']:.1f}",
-                      f"{m['cold']:.1f}", f"{m['warm']:.1f}", f"{m['old'] / m['cold']:.2f}x",
-                      f"{m['old'] / m['warm']:.2f}x",
+        m = {p: statistics.median(r["times"][p]) for p in paths}
+        table.add_row(r["arch"], r["workload"], r["variant"], *(f"{m[p]:.1f}" for p in paths),
+                      *(f"{m[a] / m[b]:.2f}x" for a, b in ratios),
                       str(max(len(t) for t in r["times"].values())))
     return table
 
@@ -155,15 +168,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"'{SHIPPED}' (the default model's file), pretrained model names "
                              "or architectures.")
     parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
-    parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS),
+    parser.add_argument("--paths", nargs="+", choices=PATHS, default=["old", "cold", "warm"],
                         help="which start-up paths to time (warm alone: the cache is "
                              "filled by one untimed run first)")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="another checkout's src folder: time its code too ('before')")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    paths = tuple(p for p in args.paths if p != "before" or args.before)
     console = Console(width=None if sys.stdout.isatty() else 150)
     archs = [a for a in args.arch if a == SHIPPED or a in MODELS or a in ARCHITECTURES]
     for missing in sorted(set(args.arch) - set(archs)):
@@ -177,10 +193,10 @@ def main(argv: list[str] | None = None) -> int:
             for workload in args.workloads:
                 console.print(f"{arch} {workload}", highlight=False)
                 times, variant = measure(model, inputs[workload], work, args.repeats, console,
-                                         tuple(args.paths))
+                                         paths, args.before)
                 results.append({"arch": arch, "workload": workload, "variant": variant,
                                 "times": times})
-    console.print(make_table(results))
+    console.print(make_table(results, paths))
     console.print(f"machine: {describe_machine(torch.device('cpu'))}", highlight=False)
     if args.json:
         args.json.write_text(json.dumps({"machine": describe_machine(torch.device("cpu")),

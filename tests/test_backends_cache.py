@@ -16,7 +16,12 @@ from refocus import convert
 from refocus.archs import build_network
 from refocus.inference import backends, budget, graphcache, quantize
 from refocus.inference.budget import Measurement, QualityFields, verdict
-from refocus.inference.graphcache import ModelCache, cached_receptive_radius, model_key
+from refocus.inference.graphcache import (
+    ModelCache,
+    cached_peak_bytes_per_pixel,
+    cached_receptive_radius,
+    model_key,
+)
 from refocus.inference.receptive import probe_image
 from refocus.inference.refocuser import Refocuser
 
@@ -124,6 +129,18 @@ def test_receptive_radius_is_measured_once(cache: Path, monkeypatch: pytest.Monk
     assert len(calls) == 1
     # and what prediction uses: a new Refocuser of the same weights measures nothing
     assert Refocuser(small_net(), device="cpu", mode="eager").halo == first
+    assert len(calls) == 1
+
+
+def test_peak_bytes_are_measured_once(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Measuring them imports torch's compiler stack (seconds): once per model, not per start."""
+    calls = []
+    real = graphcache.peak_bytes_per_pixel
+    monkeypatch.setattr(graphcache, "peak_bytes_per_pixel",
+                        lambda model, device: calls.append(1) or real(model, device))
+    first = cached_peak_bytes_per_pixel(small_net(), torch.device("cpu"))
+    assert cached_peak_bytes_per_pixel(small_net(), torch.device("cpu")) == first > 0
+    assert Refocuser(small_net(), device="cpu", mode="eager").auto_tile() >= 64
     assert len(calls) == 1
 
 

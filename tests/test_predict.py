@@ -15,7 +15,7 @@ import refocus
 from refocus.archs.padding import grid_pads, pad_to_multiple
 from refocus.errors import RefocusError
 from refocus.inference.flux import apply_gain, flux_gain, gain_from_sums, to_dtype
-from refocus.inference.memory import activation_bytes_per_pixel
+from refocus.inference.memory import peak_bytes_per_pixel
 from refocus.inference.receptive import receptive_radius
 from refocus.inference.refocuser import Refocuser
 from refocus.inference.tiling import tile_starts
@@ -255,10 +255,12 @@ def test_receptive_radius_of_stacked_3x3_convs_is_their_count(layers):
     assert receptive_radius(net, torch.device("cpu"), size=64, mass=0.5) < layers
 
 
-def test_activation_bytes_count_every_layers_float32_output():
-    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 1, 1))
-    # conv (4 maps) + ReLU (4 maps) + conv (1 map), 4 bytes each, per input pixel
-    assert activation_bytes_per_pixel(net, torch.device("cpu"), size=32) == 4.0 * 9
+def test_peak_bytes_count_the_activations_alive_at_once_not_every_layer():
+    """A chain 1 -> 4 -> 4 -> 4 -> 1 maps: every layer's output sums to 13 maps, but at most
+    the input and two neighbouring 4-map outputs live together (9 maps of float32)."""
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, padding=1),
+                        nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 1, 1))
+    assert peak_bytes_per_pixel(net, torch.device("cpu"), size=32) == 4.0 * 9
 
 
 def test_inference_modules_build_on_the_refocuser_never_the_reverse():

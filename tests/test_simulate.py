@@ -347,3 +347,16 @@ def test_stack_refuses_uneven_planes_and_replaces_an_earlier_run(one_field, tmp_
     simulate_bbbc006(one_field, out, [10])
     simulate_stacks(one_field, out, [14, 15, 17, 18], overwrite=True)
     assert sorted(p.name for p in out.rglob("*.tif")) == ["a02_s1_w1.ome.tif"]
+
+
+def test_convolve_valid_is_scipys_valid_fftconvolve_on_a_real_field() -> None:
+    from scipy import signal
+
+    from refocus.simulate.psf import convolve_valid
+
+    field = read_plane(in_focus_paths()[0]).astype(np.float64)[:300, :333]
+    kernel = defocus_psf(8.0)
+    expected = signal.fftconvolve(field, kernel, mode="valid")
+    got = convolve_valid(field, kernel)
+    assert got.shape == expected.shape == (300 - kernel.shape[0] + 1, 333 - kernel.shape[1] + 1)
+    assert np.abs(got - expected).max() < 1e-9 * np.abs(expected).max()

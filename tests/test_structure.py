@@ -159,3 +159,20 @@ def test_no_function_over_the_limit() -> None:
                 if length > MAX_FUNCTION_LINES:
                     long[f"{module}.{node.name}"] = length
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
+
+
+#: Heavy modules a command that only predicts must not import at start: seconds each on two
+#: cores (torchvision pulls torch's compiler stack; scipy.signal pulls scipy.stats).
+START_UP_FORBIDDEN = ("torchvision", "torch._dynamo", "scipy.signal", "scipy.stats")
+
+
+def test_the_command_line_starts_without_the_heavy_optional_modules() -> None:
+    import subprocess
+
+    code = ("import sys, refocus.cli, refocus.inference.refocuser, refocus.zoo\n"
+            "from refocus.archs import ARCHITECTURES\n"
+            "ARCHITECTURES.names()  # discovery imports every architecture module\n"
+            f"print([m for m in {START_UP_FORBIDDEN!r} if m in sys.modules])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, check=True)
+    assert proc.stdout.strip() == "[]"

@@ -1,5 +1,5 @@
 """``python -m refocus``: the same as the ``refocus`` command."""
 
-from refocus.cli import main
+from refocus.cli import run
 
-main()
+run()

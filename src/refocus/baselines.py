@@ -23,6 +23,12 @@ BACKGROUND_PERCENTILE = 1.0
 RL_CANDIDATES = (10, 20, 40, 80, 160)
 #: RL iterations behind the re-blur residual that picks a blind PSF's side of focus.
 PROBE_ITERATIONS = 20
+#: Largest centred square (px) the side of focus is chosen on: the residual of two PSFs
+#: compares as well on a million pixels as on a whole 2048^2 frame, at a quarter the cost.
+SIDE_CROP = 1024
+#: PSFs of the two sides that differ by less than this fraction of their peak are one PSF
+#: (under 0.04 um from focus; the 12-bit camera's noise is larger): no side to choose.
+SAME_PSF = 0.01
 
 
 def identity(image: np.ndarray) -> np.ndarray:
@@ -155,8 +161,9 @@ def blind_psf(image: np.ndarray, optics: Optics = BBBC006_OPTICS) -> BlindPSF:
 
     The distance is the focus estimator's (:func:`refocus.focus.estimate_focus`, templates
     from the same PSF family); the side, where the estimator cannot name it (near focus),
-    is the one whose PSF explains the image better (:func:`reblur_residual`). The distance
-    is not refined by that residual: it always prefers the smaller PSF (see there).
+    is the one whose PSF explains the image better (:func:`reblur_residual`, on the central
+    :data:`SIDE_CROP` square), unless both sides give the same PSF. The distance is not
+    refined by that residual: it always prefers the smaller PSF (see there).
     """
     estimate = estimate_focus(image)
     nominal = 0.0 if math.isnan(estimate.distance_um) else estimate.distance_um
@@ -165,9 +172,25 @@ def blind_psf(image: np.ndarray, optics: Optics = BBBC006_OPTICS) -> BlindPSF:
         signed = distance * (estimate.side or 1)
         return BlindPSF(signed, distance, "focus estimate", {},
                         defocus_psf(signed, optics))
-    residuals = {d: reblur_residual(image, defocus_psf(d, optics)) for d in (-distance, distance)}
+    psfs = {d: defocus_psf(d, optics) for d in (-distance, distance)}
+    if _same_psf(*psfs.values()):
+        return BlindPSF(distance, distance, "both sides alike", {}, psfs[distance])
+    crop = _central(image, SIDE_CROP)
+    residuals = {d: reblur_residual(crop, psf) for d, psf in psfs.items()}
     signed = min(residuals, key=lambda d: residuals[d])
-    return BlindPSF(signed, distance, "re-blur residual", residuals, defocus_psf(signed, optics))
+    return BlindPSF(signed, distance, "re-blur residual", residuals, psfs[signed])
+
+
+def _same_psf(a: np.ndarray, b: np.ndarray) -> bool:
+    """True when two PSFs (same family, same distance) differ by under :data:`SAME_PSF`."""
+    return a.shape == b.shape and float(np.abs(a - b).max()) < SAME_PSF * float(a.max())
+
+
+def _central(image: np.ndarray, side: int) -> np.ndarray:
+    """The centred square of at most ``side`` px per axis."""
+    h, w = image.shape
+    top, left = max((h - side) // 2, 0), max((w - side) // 2, 0)
+    return image[top : top + side, left : left + side]
 
 
 def richardson_lucy_blind(image: np.ndarray, iterations: int,

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from torchvision.models import WeightsEnum
 
 from refocus.errors import RefocusError
 from refocus.torchfile import load_tensors
+
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
 
 IMAGENET = "imagenet"
 

@@ -124,10 +124,11 @@ class NAFBlock(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(1, c, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # addcmul: the scaled branch is added in one pass over the tensor, not two
         y = simple_gate(self.depthwise(self.expand(self.norm1(x))))
-        x = x + self.beta * self.project(self.attention(y))
+        x = torch.addcmul(x, self.beta, self.project(self.attention(y)))
         y = simple_gate(self.ffn_expand(self.norm2(x)))
-        return x + self.gamma * self.ffn_project(y)
+        return torch.addcmul(x, self.gamma, self.ffn_project(y))
 
 
 def _stage(channels: int, blocks: int, window: int) -> nn.Sequential:

@@ -19,23 +19,32 @@ any saved ResNet state dict load unchanged; the first convolution is ~2% of the 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm, weight_norm
-from torchvision import models
 
 from refocus.archs import register_architecture
 from refocus.archs.padding import MULTIPLE, pad_to_multiple
 from refocus.errors import RefocusError
 from refocus.imagenet import ImageNetRGB, load_pretrained
 
-ARCHS = {
-    "resnet18": (models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1),
-    "resnet34": (models.resnet34, models.ResNet34_Weights.IMAGENET1K_V1),
-    "resnet50": (models.resnet50, models.ResNet50_Weights.IMAGENET1K_V1),
-}
+if TYPE_CHECKING:
+    from torchvision import models
+
+#: The encoders, by torchvision's names; torchvision is imported only when one is built
+#: (it costs seconds of start-up that commands running a compact model never need).
+ARCHS = ("resnet18", "resnet34", "resnet50")
+
+
+def _torchvision_resnet(arch: str) -> tuple[Any, Any]:
+    """torchvision's builder of ``arch`` and its ImageNet weights enum member."""
+    from torchvision import models
+
+    weights = getattr(models, f"ResNet{arch.removeprefix('resnet')}_Weights")
+    return getattr(models, arch), weights.IMAGENET1K_V1
 OFFLINE_WAYS_OUT = (
     "train from scratch with --no-pretrained, or give a local state dict with --weights FILE."
 )
@@ -184,7 +193,7 @@ class RefocusUNet(nn.Module):
         if arch not in ARCHS:
             raise RefocusError(None, f"unknown architecture {arch!r} (choose {', '.join(ARCHS)})")
         self.config = {"arch": arch, "self_attention": bool(self_attention)}
-        self.encoder = Encoder(ARCHS[arch][0](weights=None))
+        self.encoder = Encoder(_torchvision_resnet(arch)[0](weights=None))
         chans = self.encoder.channels()
         deep = chans[-1]
         self.bn = nn.BatchNorm2d(deep)
@@ -256,7 +265,7 @@ def build_unet(
 def load_encoder_weights(model: RefocusUNet, weights: str | Path) -> None:
     """Start the encoder from ImageNet (or a local ResNet state dict)."""
     arch = model.config["arch"]
-    builder, default = ARCHS[arch]
+    builder, default = _torchvision_resnet(arch)
     resnet = builder(weights=None)
     load_pretrained(
         resnet,

@@ -10,6 +10,6 @@ from refocus.cli import predict as _predict  # noqa: F401  (registers predict)
 from refocus.cli import simulate as _simulate  # noqa: F401  (registers simulate)
 from refocus.cli import train as _train  # noqa: F401  (registers train)
 from refocus.cli import watch as _watch  # noqa: F401  (registers watch)
-from refocus.cli.app import app, main
+from refocus.cli.app import app, main, run
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "run"]

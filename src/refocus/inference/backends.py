@@ -14,7 +14,11 @@ float32 tensor of the same shape, so prediction code does not care which one it 
   within a PSNR budget (:mod:`refocus.inference.budget`). The export, the calibration
   and that measurement happen once per model: they are cached with the graphs
   (:mod:`refocus.inference.graphcache`). Without ``onnxruntime`` (the ``export`` extra)
-  the baseline is eager fp32. ``torch.compile`` is 1.3x per core but needs 4 minutes to
+  the baseline is eager fp32. ONNX Runtime is not faster everywhere: on an AVX2-only
+  AMD EPYC (2 cores, v2 model) it needs 1.5x torch's channels_last time on a 384^2 crop
+  and 2.1x on 2048^2, so torch fp32 is measured beside it as one more candidate (it is
+  float32 too; with :mod:`refocus.allocator` keeping freed blocks, torch's time per
+  pixel no longer grows with the frame). ``torch.compile`` is 1.3x per core but needs 4 minutes to
   compile, again for every tile size, so it is never a default.
 - CUDA: not measured yet (no GPU was lent when this was written). The default is fp16
   autocast in channels_last with CUDA-graph replay, the variant that usually wins for
@@ -118,9 +122,10 @@ def fp32_baseline(device: str | torch.device) -> str:
 
 
 def cpu_candidates() -> list[str]:
-    """Reduced-precision CPU variants worth measuring here: int8 with ONNX Runtime, bf16
-    where the CPU computes it in hardware."""
-    names = ["int8"] if onnxruntime_available() else []
+    """CPU variants worth measuring against :func:`fp32_baseline` here: torch fp32 in
+    channels_last (ONNX Runtime is not the faster fp32 on every CPU), int8 with ONNX
+    Runtime, bf16 where the CPU computes it in hardware."""
+    names = ["channels_last"] + (["int8"] if onnxruntime_available() else [])
     return names + (["bf16"] if cpu_has_native_bf16() else [])
 
 
@@ -296,8 +301,6 @@ def measured_variant(model: nn.Module, device: torch.device, store: ModelCache) 
         return cached
     baseline = fp32_baseline(device)
     names = [baseline, *(n for n in cpu_candidates() if n != baseline)]
-    if len(names) == 1:
-        return baseline
     log.info("preparing this model for this computer, once: timing %s on the shipped "
              "fields (a minute or two; the choice is cached)", ", ".join(names),
              extra={"notice": True})  # shown by the command line (refocus.cli.notices)

@@ -36,6 +36,7 @@ from torch import nn
 from refocus.errors import RefocusError
 from refocus.fetch import sha256_of
 from refocus.images import atomic_output
+from refocus.inference.memory import peak_bytes_per_pixel
 from refocus.inference.receptive import receptive_radius
 from refocus.zoo import CACHE_ENV
 
@@ -204,10 +205,22 @@ class ModelCache:
 def cached_receptive_radius(model: nn.Module, device: torch.device) -> int:
     """:func:`~refocus.inference.receptive.receptive_radius`, measured once per model and
     remembered in its cache entry (a 256-px forward and backward pass saved per start)."""
+    return int(_cached_fact(model, "receptive_radius", lambda: receptive_radius(model, device)))
+
+
+def cached_peak_bytes_per_pixel(model: nn.Module, device: torch.device) -> float:
+    """:func:`~refocus.inference.memory.peak_bytes_per_pixel`, measured once per model and
+    device type (its dispatch mode imports torch's compiler stack: seconds per start)."""
+    return float(_cached_fact(model, f"peak_bytes_per_pixel:{device.type}",
+                              lambda: peak_bytes_per_pixel(model, device)))
+
+
+def _cached_fact(model: nn.Module, name: str, measure: Callable[[], float]) -> float:
+    """A non-negative number the model's cache entry remembers, else ``measure()`` stored."""
     store = ModelCache(model)
-    radius = store.fact("receptive_radius")
-    if isinstance(radius, int) and radius >= 0:
-        return radius
-    radius = receptive_radius(model, device)
-    store.remember_fact("receptive_radius", radius)
-    return radius
+    value = store.fact(name)
+    if isinstance(value, int | float) and value >= 0:
+        return value
+    value = measure()
+    store.remember_fact(name, value)
+    return value

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from refocus.allocator import retain_freed_memory
 from refocus.archs.padding import MULTIPLE, grid_pads, pad_to_multiple
 from refocus.data.normalize import PercentileNormalizer
 from refocus.device import select_device
@@ -33,8 +34,8 @@ from refocus.images import check_pixels
 from refocus.inference.backends import prepare_for_inference
 from refocus.inference.finite import fill_non_finite, non_finite_mask
 from refocus.inference.flux import apply_gain, flux_gain
-from refocus.inference.graphcache import cached_receptive_radius
-from refocus.inference.memory import activation_bytes_per_pixel, free_memory_bytes
+from refocus.inference.graphcache import cached_peak_bytes_per_pixel, cached_receptive_radius
+from refocus.inference.memory import free_memory_bytes
 from refocus.inference.receptive import RECEPTIVE_MASS
 from refocus.inference.tiling import (
     MIN_TILE,
@@ -75,6 +76,7 @@ class Refocuser:
         source: str | os.PathLike[str] | None = None,
         guide: Guide | None = None,
     ) -> None:
+        retain_freed_memory()  # a frame's layers reuse freed blocks instead of new pages
         self.device_request = None if device is None else str(device)
         self.device = select_device(device)
         self.model = model.to(self.device).eval()
@@ -156,7 +158,7 @@ class Refocuser:
     def auto_tile(self) -> int:
         """The largest tile whose activations fit half the free memory (measured once)."""
         if self.tile is None:
-            per_pixel = activation_bytes_per_pixel(self.model, self.device)
+            per_pixel = cached_peak_bytes_per_pixel(self.model, self.device)
             self.tile = choose_tile(free_memory_bytes(self.device), per_pixel, align=MULTIPLE)
         return self.tile
 

@@ -29,6 +29,7 @@ from rich.progress import (
 )
 from torch import nn
 
+from refocus.allocator import retain_freed_memory
 from refocus.archs import build_network, freeze_pretrained
 from refocus.device import select_device
 from refocus.errors import RefocusError
@@ -67,6 +68,7 @@ def train(config: TrainConfig, console: Console | None = None) -> TrainResult:
 
     Raises ``KeyboardInterrupt`` after saving a checkpoint when stopped with Ctrl-C.
     """
+    retain_freed_memory()
     ctx, started_dist = dist_context()
     try:
         return _Run(config, console or Console(), ctx).run()
