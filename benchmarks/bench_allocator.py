@@ -22,7 +22,8 @@ from benchlib import describe_machine
 from rich.console import Console
 from rich.table import Table
 
-UNTOUCHED = {"MALLOC_TOP_PAD_": "131072"}  # glibc's default: changes nothing but the opt-out
+from refocus.allocator import GLIBC_UNTOUCHED
+
 WORKLOADS = {
     # median seconds of one step of the shipped recipe's shape: 8 x 128^2 crops, AdamW, L1
     "train step (8 x 128^2)": """
@@ -63,7 +64,7 @@ print(time.perf_counter() - start)
 
 def run(code: str, untouched: bool) -> float:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    env.update(UNTOUCHED if untouched else {})
+    env.update(GLIBC_UNTOUCHED if untouched else {})
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                           text=True, check=True)
     return float(proc.stdout.split()[-1])

@@ -49,6 +49,7 @@ from benchlib import describe_machine, real_image
 from rich.console import Console
 from rich.table import Table
 
+from refocus.allocator import GLIBC_UNTOUCHED
 from refocus.archs import ARCHITECTURES, build_network
 from refocus.data.normalize import PercentileNormalizer
 from refocus.images import read_plane
@@ -57,8 +58,6 @@ from refocus.samples import z00_paths
 from refocus.zoo import MODELS, resolve_model
 
 PATHS = ("old", "cold", "warm", "glibc", "before")
-#: glibc's own default for MALLOC_TOP_PAD_: setting it changes nothing but the opt-out.
-GLIBC_DEFAULT = {"MALLOC_TOP_PAD_": "131072"}
 SHIPPED = "shipped"
 WORKLOADS = ("frame2048", "field", "batch24")
 
@@ -134,7 +133,7 @@ def measure(model: Path, inputs: list[str], work: Path, repeats: int, console: C
             elif path == "cold" and rep > 0:
                 env["REFOCUS_CACHE_DIR"] = cold = tempfile.mkdtemp(dir=work)
             elif path == "glibc":
-                env.update(GLIBC_DEFAULT)
+                env.update(GLIBC_UNTOUCHED)
             elif path == "before":
                 env.update(old_code)
             seconds = run_command(model, inputs, work / "out", env)

@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 #: The encoders, by torchvision's names; torchvision is imported only when one is built
 #: (it costs seconds of start-up that commands running a compact model never need).
 ARCHS = ("resnet18", "resnet34", "resnet50")
+OFFLINE_WAYS_OUT = (
+    "train from scratch with --no-pretrained, or give a local state dict with --weights FILE."
+)
 
 
 def _torchvision_resnet(arch: str) -> tuple[Any, Any]:
@@ -45,9 +48,6 @@ def _torchvision_resnet(arch: str) -> tuple[Any, Any]:
 
     weights = getattr(models, f"ResNet{arch.removeprefix('resnet')}_Weights")
     return getattr(models, arch), weights.IMAGENET1K_V1
-OFFLINE_WAYS_OUT = (
-    "train from scratch with --no-pretrained, or give a local state dict with --weights FILE."
-)
 
 
 def _conv(ni: int, nf: int, ks: int = 3, act: bool = True) -> nn.Sequential:

@@ -18,8 +18,8 @@ float32 tensor of the same shape, so prediction code does not care which one it 
   AMD EPYC (2 cores, v2 model) it needs 1.5x torch's channels_last time on a 384^2 crop
   and 2.1x on 2048^2, so torch fp32 is measured beside it as one more candidate (it is
   float32 too; with :mod:`refocus.allocator` keeping freed blocks, torch's time per
-  pixel no longer grows with the frame). ``torch.compile`` is 1.3x per core but needs 4 minutes to
-  compile, again for every tile size, so it is never a default.
+  pixel no longer grows with the frame). ``torch.compile`` is 1.3x per core but needs 4
+  minutes to compile, again for every tile size, so it is never a default.
 - CUDA: not measured yet (no GPU was lent when this was written). The default is fp16
   autocast in channels_last with CUDA-graph replay, the variant that usually wins for
   fixed-size convolutional inference on tensor-core GPUs; the numerics check below falls
