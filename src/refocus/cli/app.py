@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from refocus.allocator import retain_freed_memory
-from refocus.cli.notices import show_notices
+from refocus.cli.notices import own_the_terminal, show_notices
 from refocus.errors import RefocusError
 
 try:  # typer >= 0.2x carries its own copy of click
@@ -72,8 +72,10 @@ def run() -> None:
 
     The process ends right after, so the interpreter's last garbage collection need not
     walk every object the imports made (torch's alone: a second on two cores); frozen
-    objects are skipped. Not in :func:`main`, which tests and scripts call in-process.
+    objects are skipped. Not in :func:`main`, which tests and scripts call in-process;
+    nor is :func:`~refocus.cli.notices.own_the_terminal`.
     """
+    own_the_terminal()
     try:
         main()
     finally:

@@ -4,13 +4,16 @@ The library logs; it does not print. Warnings and errors reach stderr as one pla
 each (what Python's last-resort handler did before), and an INFO record marked
 ``extra={"notice": True}`` is a status line worth seeing — a pause of a
 minute that would otherwise look like a hang — printed on stdout. Other INFO records stay
-quiet.
+quiet. In the ``refocus`` process itself (:func:`own_the_terminal`), Python warnings are one
+line too, and no other library's logging set-up repeats our records.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import warnings
+from typing import TextIO
 
 from rich.console import Console
 
@@ -39,3 +42,21 @@ def show_notices(console: Console) -> None:
         logger.addHandler(_CommandLineHandler(console))
     if logger.level == logging.NOTSET or logger.level > logging.INFO:
         logger.setLevel(logging.INFO)
+
+
+def _one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+              file: TextIO | None = None, line: str | None = None) -> None:
+    (file or sys.stderr).write(f"warning: {message}\n")
+
+
+def own_the_terminal() -> None:
+    """For the ``refocus`` process only (tests and scripts keep Python's defaults).
+
+    Warnings lose the file name and source line that mean nothing to a microscopist; and
+    the ``refocus`` records stop at :func:`show_notices`' handler, because a library that
+    calls ``logging.info`` on the root logger (ONNX Runtime's quantiser does) installs
+    ``basicConfig``'s handler there, which printed every INFO record a second time as
+    ``INFO:refocus...``.
+    """
+    warnings.showwarning = _one_line
+    logging.getLogger("refocus").propagate = False
