@@ -19,13 +19,16 @@ import itertools
 import os
 import re
 import statistics
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bench_pretrained import FOCUS_Z, GAIN_DB, cell
 from scipy import stats
 
+from refocus.data.bbbc006 import plane_from_path
 from refocus.metrics import Interval
+from refocus.samples import in_focus_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks/results"
@@ -49,6 +52,14 @@ def held_out_wells(page: str) -> list[str]:
     if match is None:
         raise ValueError("no '# ... on its held-out wells (...)' title")
     return [w.strip() for w in match.group(1).split(",")]
+
+
+def recipe_of(page: str) -> str:
+    """The recipe on the page's model line (``...; recipe NAME, 80 of 80 planned epochs``)."""
+    match = re.search(r"^- Model: .*; recipe ([\w.-]+), \d+ of", page, re.MULTILINE)
+    if match is None:
+        raise ValueError("no '- Model: ...; recipe NAME, ...' line")
+    return match.group(1)
 
 
 def read_table(page: str, heading: str) -> Table:
@@ -77,7 +88,8 @@ def t_interval(values: Sequence[float]) -> Interval:
 
 
 def read_folds(paths: Sequence[Path]) -> list[dict[str, object]]:
-    """Each page's wells and tables; stops on pages whose held-out wells overlap."""
+    """Each page's wells and tables; stops on pages whose held-out wells overlap or whose
+    models come from different recipes (pooling those would measure no one recipe)."""
     folds, seen = [], set()
     for path in paths:
         try:
@@ -87,6 +99,9 @@ def read_folds(paths: Sequence[Path]) -> list[dict[str, object]]:
         if seen & set(fold["wells"]):
             raise SystemExit(f"{path}: held-out wells {fold['wells']} are held out by another "
                              "fold too")
+        if folds and fold["recipe"] != folds[0]["recipe"]:
+            raise SystemExit(f"{path}: recipe {fold['recipe']} differs from the first fold's "
+                             f"({folds[0]['recipe']})")
         seen |= set(fold["wells"])
         folds.append(fold)
     return folds
@@ -95,7 +110,8 @@ def read_folds(paths: Sequence[Path]) -> list[dict[str, object]]:
 def read_fold(path: Path) -> dict[str, object]:
     """One page's held-out wells and its PSNR, SSIM and goal tables."""
     page = path.read_text()
-    return {"path": path, "wells": held_out_wells(page), "psnr": read_table(page, "PSNR (dB)"),
+    return {"path": path, "wells": held_out_wells(page), "recipe": recipe_of(page),
+            "psnr": read_table(page, "PSNR (dB)"),
             "ssim": read_table(page, "SSIM"), "goals": read_table(
                 page, "Goals (paired PSNR differences, dB, mean [95% interval])")}
 
@@ -126,7 +142,17 @@ def pooled_rows(folds: Sequence[Mapping[str, Table]], methods: Sequence[str],
     return lines
 
 
-def report(folds: Sequence[Mapping[str, object]]) -> str:
+def coverage(folds: Sequence[Mapping[str, object]]) -> str:
+    """Whether the folds hold out every shipped well once, or which wells no fold has yet."""
+    shipped = sorted({plane_from_path(p).field.well for p in in_focus_paths()})
+    missing = [w for w in shipped if not any(w in f["wells"] for f in folds)]
+    if not missing:
+        return f"{len(folds)} folds; every shipped well is held out by exactly one of them:"
+    return (f"{len(folds)} folds, **not a full cross-validation**: wells {', '.join(missing)} "
+            f"of the {len(shipped)} shipped are held out by no fold yet. The folds:")
+
+
+def report(folds: Sequence[Mapping[str, object]], command: str) -> str:
     """The markdown page: folds, pooled PSNR and differences per z, in-focus SSIM."""
     methods = ["identity", "RL exact", "RL blind", "model"]
     diffs = ["model - identity", "model - RL exact", "model - RL blind"]
@@ -137,9 +163,8 @@ def report(folds: Sequence[Mapping[str, object]]) -> str:
     listing = [f"- `{os.path.relpath(f['path'], ROOT)}`: wells {', '.join(f['wells'])} held out"
                for f in folds]
     return "\n".join([
-        "# Cross-validation by well: nuclei-widefield recipe, pooled over folds", "",
-        f"Command: `python benchmarks/bench_cv.py` over {len(folds)} folds; every well is held "
-        "out by exactly one of them:", "", *listing, "",
+        f"# Cross-validation by well: {folds[0]['recipe']} recipe, pooled over folds", "",
+        f"Command: `{command}` over {coverage(folds)}", "", *listing, "",
         "PSNR (dB) on simulated defocus of each fold's held-out wells, mean over the folds "
         f"[95% t-interval over the {len(folds)} fold means]; the last columns count the folds "
         "where the model meets the goal (>= 3 dB over the input, above each RL).", "",
@@ -149,12 +174,20 @@ def report(folds: Sequence[Mapping[str, object]]) -> str:
         f"SSIM {_cell(ssim, 3)}; lowest fold {min(focus):.2f} dB / {min(ssim):.3f}.", ""])
 
 
+def _shown(arg: str | os.PathLike[str]) -> str:
+    """A command-line argument as the page shows it: paths inside the repository relative."""
+    inside = Path(arg).resolve().is_relative_to(ROOT) and not str(arg).startswith("-")
+    return os.path.relpath(Path(arg).resolve(), ROOT) if inside else str(arg)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     missing = [p for p in args.folds if not p.is_file()]
     if missing:
         raise SystemExit(f"{missing[0]}: no such fold page (run bench_pretrained.py for it)")
-    text = report(read_folds(args.folds))
+    command = " ".join(["python benchmarks/bench_cv.py",
+                        *map(_shown, sys.argv[1:] if argv is None else argv)])
+    text = report(read_folds(args.folds), command)
     print(text)
     args.out.write_text(text)
     print(f"wrote {os.path.relpath(args.out, ROOT)}")

@@ -17,7 +17,8 @@ with the same recipe and split). RL's iterations are tuned on the model's valida
 (a06 for the shipped model), never on scored ones. The recipe's other folds
 (``refocus train --recipe nuclei-widefield --seed 11``, ``2``, ``6``: a02/a04, a05/a06,
 a08/a09 held out) are scored the same way on their own held-out wells, and
-``bench_cv.py`` pools the four pages: cross-validation by well. Writes the tables
+``bench_cv.py`` pools the four pages: cross-validation by well (the same for v2's recipe,
+``--recipe nuclei-widefield-wiener``: ``pretrained-v2*.md``). Writes the tables
 and the goals to ``--out`` (markdown) and prints them.
 ``--quick``: 1 field x 2 planes, small RL search, nothing written (a manual check).
 """
