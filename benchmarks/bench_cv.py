@@ -174,10 +174,11 @@ def report(folds: Sequence[Mapping[str, object]], command: str) -> str:
         f"SSIM {_cell(ssim, 3)}; lowest fold {min(focus):.2f} dB / {min(ssim):.3f}.", ""])
 
 
-def _shown(arg: str | os.PathLike[str]) -> str:
+def _shown(arg: str) -> str:
     """A command-line argument as the page shows it: paths inside the repository relative."""
-    inside = Path(arg).resolve().is_relative_to(ROOT) and not str(arg).startswith("-")
-    return os.path.relpath(Path(arg).resolve(), ROOT) if inside else str(arg)
+    path = Path(arg).resolve()
+    inside = not arg.startswith("-") and path.is_relative_to(ROOT)
+    return os.path.relpath(path, ROOT) if inside else arg
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -76,7 +76,7 @@ def best_focus_um(optics: Optics) -> float:
     def peak(stage: float) -> float:
         return -float(_radial_psf(np.zeros(1), stage, optics)[0])
 
-    from scipy import optimize  # (here: 0.1-0.2 s off every command's start; calibration only)
+    from scipy import optimize  # (here: 0.1-0.2 s off the start of commands that need no PSF)
 
     grid = paraxial + np.linspace(-30, 30, 241)  # aberrated focus can have side maxima
     start = grid[int(np.argmin([peak(z) for z in grid]))]
