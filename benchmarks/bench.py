@@ -40,7 +40,6 @@ from benchlib import (
     Row,
     Settings,
     describe_machine,
-    macs_per_pixel,
     make_table,
     matmul_peak,
     peak_memory,
@@ -58,6 +57,7 @@ from refocus.archs import build_network
 from refocus.archs.padding import MULTIPLE
 from refocus.data.dataset import CropDataset
 from refocus.inference.backends import COMPUTE_DTYPE, relative_error, variants_for
+from refocus.inference.cost import macs_per_pixel
 from refocus.inference.refocuser import Refocuser
 from refocus.loss import build_loss
 from refocus.modelfile import load_model

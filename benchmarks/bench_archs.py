@@ -22,12 +22,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
-from refocus.archs import ARCHITECTURES, build_network, input_channels
+from refocus.archs import ARCHITECTURES, build_network
 from refocus.data.normalize import PercentileNormalizer
 from refocus.data.synthetic import SyntheticPairs
 from refocus.images import read_plane
+from refocus.inference.cost import macs_per_pixel
 from refocus.samples import in_focus_paths, z00_paths
 
 HEAVY = ("resnet50",)  # left out by --quick
@@ -44,12 +44,6 @@ def timed(fn: Callable[[], object], repeats: int, warmup: int = 1) -> tuple[floa
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
     return statistics.median(walls), statistics.median(cpus)
-
-
-def macs_per_pixel(net: torch.nn.Module, side: int = 128) -> float:
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        net(torch.zeros(1, input_channels(net), side, side))
-    return counter.get_total_flops() / 2 / side**2
 
 
 def bench_arch(name: str, repeats: int) -> dict[str, float | str]:

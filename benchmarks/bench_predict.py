@@ -11,10 +11,12 @@ speed does not depend on training). Workloads:
 one 520x696 shipped field; ``batch24``, the 24 shipped z=00 fields in one call. Every
 command runs in a fresh process, three ways:
 
-- ``old``: ``REFOCUS_NO_CACHE=1``, the path every run took before the graph cache: the
-  ONNX graph exported at every start, ONNX Runtime fp32, nothing measured;
-- ``cold``: an empty cache: export, int8 calibration and the speed/quality measurement
-  (:mod:`refocus.inference.budget`) once, then prediction: a model's first run;
+- ``old``: ``REFOCUS_NO_CACHE=1``: nothing cached, nothing measured (before the graph
+  cache this exported the ONNX graph at every start; now it runs the unmeasured default,
+  torch channels_last);
+- ``cold``: an empty cache: the speed/quality measurement (:mod:`refocus.inference.budget`;
+  for networks heavy enough to time ONNX Runtime, its export and int8 calibration too)
+  once, then prediction: a model's first run;
 - ``warm``: the cache an earlier run filled: every later run;
 - ``glibc``: ``warm`` with glibc's malloc left as it is (``MALLOC_TOP_PAD_`` set to its
   default, which refocus takes as the user's own tuning): what :mod:`refocus.allocator`

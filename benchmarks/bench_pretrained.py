@@ -37,12 +37,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_archs import macs_per_pixel
 
 from refocus import baselines
 from refocus.data import build_pairs
 from refocus.evaluate import EvalConfig, evaluate
 from refocus.images import read_plane
+from refocus.inference.cost import macs_per_pixel
 from refocus.inference.refocuser import Refocuser
 from refocus.metrics import Interval, bootstrap_ci
 from refocus.modelfile import load_model, read_model_file

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.table import Table
-from torch.utils.flop_counter import FlopCounterMode
 
 from refocus.data.normalize import PercentileNormalizer
 from refocus.data.pairs import Pair
@@ -149,16 +148,6 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int, repeats: int =
     finally:
         torch.backends.cuda.matmul.allow_tf32 = tf32
     return n**3 / min(times)
-
-
-def macs_per_pixel(model: torch.nn.Module, device: torch.device, side: int = 256) -> float:
-    """Multiply-accumulates of one forward pass per input pixel (convolutions and matmuls,
-    as counted by torch's FlopCounterMode; 2 flops per MAC)."""
-    x = torch.zeros(1, 1, side, side, device=device)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:  # not inference_mode:
-        # FlopCounterMode fails on parametrized (weight-normed) modules under it
-        model(x)
-    return counter.get_total_flops() / 2 / side**2
 
 
 def describe_machine(device: torch.device) -> str:

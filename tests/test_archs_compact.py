@@ -5,21 +5,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from refocus.archs import ARCHITECTURES, build_network, get_architecture, param_groups
 from refocus.archs.care_unet import build_care
 from refocus.archs.compact import CompactUNet, LocalChannelAttention, build_compact
 from refocus.errors import RefocusError
+from refocus.inference.cost import macs_per_pixel
 
 MAX_KMAC_PER_PX = 120
 MAX_PARAMS = 8_000_000
-
-
-def macs_per_pixel(net: torch.nn.Module, size: int = 64) -> float:
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        net(torch.zeros(1, 1, size, size))
-    return counter.get_total_flops() / 2 / size**2
 
 
 def n_params(net: torch.nn.Module) -> int:

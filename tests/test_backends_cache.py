@@ -60,6 +60,12 @@ def quick_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(quantize, "CALIBRATION_FIELDS", 2)
 
 
+@pytest.fixture
+def heavy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Treat the small test network as compute-bound, so auto times ONNX Runtime for it."""
+    monkeypatch.setattr(backends, "ONNX_MIN_MACS_PER_PIXEL", 0)
+
+
 def entry(cache: Path, model: torch.nn.Module) -> dict:
     return json.loads((cache / model_key(model)[:32] / "entry.json").read_text())
 
@@ -155,16 +161,17 @@ def test_no_cache_writes_nothing_and_measures_nothing(
 
 
 def test_a_variant_outside_the_psnr_budget_falls_back_with_a_warning(
-    cache: Path, exports: list[int], quick_budget: None, monkeypatch: pytest.MonkeyPatch
+    cache: Path, exports: list[int], quick_budget: None, heavy: None,
+    monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(budget, "PSNR_BUDGET_DB", 0.0)  # no change at all is allowed
     model = small_net()
     with pytest.warns(UserWarning, match="changes PSNR by .* dB on the shipped fields"):
         prepared = backends.prepare_for_inference(model, "cpu")
-    assert prepared.variant == backends.fp32_baseline("cpu") == "onnxruntime"
+    assert prepared.variant == backends.fp32_baseline("cpu", onnx=True) == "onnxruntime"
     report = entry(cache, model)["checks"]["choice"]
     assert report["variant"] == "onnxruntime"
-    assert set(report["refused"]) == set(backends.cpu_candidates())
+    assert set(report["refused"]) == set(backends.cpu_candidates(onnx=True))
     # the verdict is cached with the graphs: no second measurement, no second warning
     monkeypatch.setattr(budget, "choose_variant", lambda *a, **k: pytest.fail("measured"))
     with warnings.catch_warnings():
@@ -174,17 +181,18 @@ def test_a_variant_outside_the_psnr_budget_falls_back_with_a_warning(
 
 
 def test_a_faster_variant_within_the_budget_becomes_the_default(
-    cache: Path, exports: list[int], quick_budget: None, monkeypatch: pytest.MonkeyPatch
+    cache: Path, exports: list[int], quick_budget: None, heavy: None,
+    monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(budget, "PSNR_BUDGET_DB", math.inf)
     monkeypatch.setattr(budget, "SPEED_MARGIN", math.inf)  # any candidate counts as faster
     model = small_net()
     prepared = backends.prepare_for_inference(model, "cpu")
-    assert prepared.variant in backends.cpu_candidates()
+    assert prepared.variant in backends.cpu_candidates(onnx=True)
     report = entry(cache, model)["checks"]["choice"]
     assert report["refused"] == {}
     assert {m["variant"] for m in report["measurements"]} == {
-        "onnxruntime", *backends.cpu_candidates()}
+        "onnxruntime", *backends.cpu_candidates(onnx=True)}
     assert all(len(m["psnr_db"]) == 2 for m in report["measurements"])
     calls = []
     monkeypatch.setattr(quantize, "quantize_int8", lambda *a: calls.append(a))
@@ -193,6 +201,46 @@ def test_a_faster_variant_within_the_budget_becomes_the_default(
     x = probe_image("cpu", (64, 64))
     reference = backends.prepare_for_inference(model, "cpu", mode="eager")(x)
     assert backends.relative_error(again(x), reference) <= backends.TOLERANCE[again.variant]
+
+
+def test_only_compute_bound_networks_are_exported_to_time_onnx_runtime(cache: Path) -> None:
+    """MACs per pixel as counted on the real architectures: CSBDeep's CARE defaults and the
+    shipped nafnet are memory-bound (torch channels_last was the faster fp32 on every CPU
+    measured), the paper's resnet34 is not."""
+    light = [build_network({"arch": "care"}), build_network({"arch": "nafnet"})]
+    heavy = build_network({"arch": "resnet34"})
+    for model in light:
+        assert graphcache.cached_macs_per_pixel(model) < backends.ONNX_MIN_MACS_PER_PIXEL
+    assert graphcache.cached_macs_per_pixel(heavy) > 3 * backends.ONNX_MIN_MACS_PER_PIXEL
+
+
+def test_a_light_network_is_timed_without_any_export(
+    cache: Path, exports: list[int], quick_budget: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backends, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(budget, "PSNR_BUDGET_DB", math.inf)
+    monkeypatch.setattr(budget, "SPEED_MARGIN", math.inf)
+    model = small_net()
+    prepared = backends.prepare_for_inference(model, "cpu")
+    report = entry(cache, model)["checks"]["choice"]
+    assert [m["variant"] for m in report["measurements"]] == ["channels_last", "bf16"]
+    assert prepared.variant == "bf16" and exports == []
+    assert set(entry(cache, model)["graphs"]) == set()
+
+
+def test_with_nothing_to_compare_nothing_is_timed(
+    cache: Path, exports: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A light network on a CPU without hardware bf16 (the AVX2-only EPYC): the first
+    prediction starts as fast as every later one."""
+    monkeypatch.setattr(backends, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(budget, "choose_variant", lambda *a, **k: pytest.fail("measured"))
+    model = small_net()
+    prepared = backends.prepare_for_inference(model, "cpu")
+    assert prepared.variant == "channels_last" and exports == []
+    x = probe_image("cpu", (64, 64))
+    reference = backends.prepare_for_inference(model, "cpu", mode="eager")(x)
+    assert backends.relative_error(prepared(x), reference) <= backends.TOLERANCE["channels_last"]
 
 
 def test_the_int8_graph_is_cached_beside_the_fp32_one(cache: Path, exports: list[int],
@@ -217,7 +265,8 @@ def test_verdict_weighs_quality_before_speed() -> None:
 
 
 def test_the_command_line_says_once_that_it_is_measuring(
-        cache: Path, quick_budget: None, tiny_model_path: Path, z00_files: list[Path],
+        cache: Path, quick_budget: None, heavy: None, tiny_model_path: Path,
+        z00_files: list[Path],
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The first `refocus predict` of a model times its variants (a minute or two on a
     slow CPU): a status line says so rather than a silent pause; later runs are quiet."""

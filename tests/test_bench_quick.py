@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from refocus.archs import build_network
 from refocus.inference.backends import (
     GRAPHS,
     TOLERANCE,
@@ -155,10 +156,10 @@ def test_auto_without_onnxruntime_falls_back_by_hardware(monkeypatch: pytest.Mon
     import refocus.inference.backends as backends
 
     monkeypatch.setattr(backends, "onnxruntime_available", lambda: False)
-    expected = "bf16" if backends.cpu_has_native_bf16() else "eager"
-    assert default_variant("cpu") == expected
-    assert backends.fp32_baseline("cpu") == "eager"  # what bf16 is measured against
-    assert "int8" not in backends.cpu_candidates()
+    assert default_variant("cpu") == "channels_last"  # float32, nothing to export
+    assert not backends.onnx_worth_measuring(build_network({"arch": "resnet34"}))
+    assert backends.fp32_baseline("cpu") == "channels_last"  # what bf16 is measured against
+    monkeypatch.setattr(backends, "cpu_has_native_bf16", lambda: True)
+    assert backends.cpu_candidates() == ["bf16"]
     monkeypatch.setattr(backends, "cpu_has_native_bf16", lambda: False)
-    assert default_variant("cpu") == "eager"  # emulated bf16 is slower than fp32
-    assert backends.cpu_candidates() == ["channels_last"]  # fp32 too: only speed decides
+    assert backends.cpu_candidates() == []  # emulated bf16 is slower than fp32

@@ -4,22 +4,23 @@ Every variant is a callable mapping a float32 ``(N, 1, H, W)`` tensor on the dev
 float32 tensor of the same shape, so prediction code does not care which one it got.
 ``benchmarks/bench.py`` measures them all side by side.
 
-- CPU: the fp32 baseline is **ONNX Runtime** (AMD EPYC with AVX512-BF16, 2 shared cores,
-  torch 2.14.1, resnet34: 2.0 s for a 520x696 field and 42 s for 2048x2048, eager fp32
-  9.2 s and 114 s), float32-exact (2e-6 of the output range from eager). Faster
-  reduced-precision variants, **int8** (ONNX Runtime static quantisation,
-  :mod:`refocus.inference.quantize`) and **bf16** autocast where the CPU has it in
-  hardware (AVX512-BF16 or AMX; elsewhere oneDNN emulates it slower than fp32), become
-  the default of ``mode="auto"`` only for models where they are measured faster and
-  within a PSNR budget (:mod:`refocus.inference.budget`). The export, the calibration
-  and that measurement happen once per model: they are cached with the graphs
-  (:mod:`refocus.inference.graphcache`). Without ``onnxruntime`` (the ``export`` extra)
-  the baseline is eager fp32. ONNX Runtime is not faster everywhere: on an AVX2-only
-  AMD EPYC (2 cores, v2 model) it needs 1.5x torch's channels_last time on a 384^2 crop
-  and 2.1x on 2048^2, so torch fp32 is measured beside it as one more candidate (it is
-  float32 too; with :mod:`refocus.allocator` keeping freed blocks, torch's time per
-  pixel no longer grows with the frame). ``torch.compile`` is 1.3x per core but needs 4
-  minutes to compile, again for every tile size, so it is never a default.
+- CPU: the fp32 baseline is **torch channels_last**, or **ONNX Runtime** for networks
+  heavy enough to be compute-bound (:data:`ONNX_MIN_MACS_PER_PIXEL`). Measured on 2 CPU
+  cores, a 520x696 field: the paper's resnet34 (472 kMAC/px) takes 6.3 s with ONNX
+  Runtime against 7.5 s channels_last (AVX-512 EPYC); the shipped nafnet v2 (42 kMAC/px)
+  needs 1.8x channels_last's time with ONNX Runtime there and 1.5x on an AVX2-only EPYC
+  (2.1x on 2048^2), so for it the ONNX export (about 50 s: torch.export, then the dynamo
+  exporter) is not paid at all. Faster reduced-precision variants, **int8** (ONNX Runtime
+  static quantisation, :mod:`refocus.inference.quantize`, measured only beside ONNX
+  Runtime) and **bf16** autocast where the CPU has it in hardware (AVX512-BF16 or AMX;
+  elsewhere oneDNN emulates it slower than fp32), become the default of ``mode="auto"``
+  only for models where they are measured faster and within a PSNR budget
+  (:mod:`refocus.inference.budget`). The export, the calibration and that measurement
+  happen once per model: they are cached with the graphs
+  (:mod:`refocus.inference.graphcache`); where there is nothing to compare (a light
+  network on a CPU without hardware bf16) nothing is measured. ``torch.compile`` is 1.3x
+  per core but needs 4 minutes to compile, again for every tile size, so it is never a
+  default.
 - CUDA: not measured yet (no GPU was lent when this was written). The default is fp16
   autocast in channels_last with CUDA-graph replay, the variant that usually wins for
   fixed-size convolutional inference on tensor-core GPUs; the numerics check below falls
@@ -48,7 +49,7 @@ from refocus import convert
 from refocus.archs import input_channels
 from refocus.guides import network_guide
 from refocus.inference import budget, quantize
-from refocus.inference.graphcache import ModelCache
+from refocus.inference.graphcache import ModelCache, cached_macs_per_pixel
 from refocus.inference.receptive import probe_image
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,11 @@ DEVICE_VARIANTS: dict[str, tuple[str, ...]] = {
     "cuda": ("eager", "channels_last", "compile", "bf16", "fp16", "cuda_graphs"),
 }
 #: What ``mode="auto"`` runs before (or without) a measurement (see the module docstring).
-DEFAULT_VARIANT: dict[str, str] = {"cpu": "onnxruntime", "cuda": "cuda_graphs"}
+DEFAULT_VARIANT: dict[str, str] = {"cpu": "channels_last", "cuda": "cuda_graphs"}
+#: ONNX Runtime is measured for models at least this heavy (MAC per pixel): below it the
+#: network is memory-bound and torch channels_last was faster on every CPU measured, so
+#: the export (about 50 s) would buy nothing (see the module docstring).
+ONNX_MIN_MACS_PER_PIXEL = 150_000
 #: Largest accepted max |variant - eager fp32| as a fraction of the eager output's range:
 #: fp32 variants only reorder sums; fp16 keeps 11 significant bits, bf16 8, and int8
 #: (8-bit activations between calibrated bounds) is only guarded here against a broken
@@ -104,28 +109,30 @@ def onnxruntime_available() -> bool:
 
 
 def default_variant(device: str | torch.device) -> str:
-    """What ``mode="auto"`` runs on ``device`` when nothing was measured:
-    :data:`DEFAULT_VARIANT`; on CPU without ONNX Runtime, bf16 where the CPU has it in
-    hardware, else eager fp32."""
-    device = torch.device(device)
-    name = DEFAULT_VARIANT[device.type]
-    if device.type == "cpu" and name == "onnxruntime" and not onnxruntime_available():
-        name = "bf16" if cpu_has_native_bf16() else "eager"
-    return name
+    """What ``mode="auto"`` runs on ``device`` when nothing was measured
+    (:data:`DEFAULT_VARIANT`): float32, and on a CPU without an export to wait for."""
+    return DEFAULT_VARIANT[torch.device(device).type]
 
 
-def fp32_baseline(device: str | torch.device) -> str:
-    """The float32 variant reduced precision is measured against: the fastest fp32 one."""
-    if torch.device(device).type == "cpu" and onnxruntime_available():
-        return "onnxruntime"
-    return "eager"
+def onnx_worth_measuring(model: nn.Module) -> bool:
+    """Whether ``auto`` should export ``model`` to time ONNX Runtime: only where it is
+    installed and the network is compute-bound (:data:`ONNX_MIN_MACS_PER_PIXEL`)."""
+    return onnxruntime_available() and cached_macs_per_pixel(model) >= ONNX_MIN_MACS_PER_PIXEL
 
 
-def cpu_candidates() -> list[str]:
-    """CPU variants worth measuring against :func:`fp32_baseline` here: torch fp32 in
-    channels_last (ONNX Runtime is not the faster fp32 on every CPU), int8 with ONNX
-    Runtime, bf16 where the CPU computes it in hardware."""
-    names = ["channels_last"] + (["int8"] if onnxruntime_available() else [])
+def fp32_baseline(device: str | torch.device, onnx: bool = False) -> str:
+    """The float32 variant reduced precision is measured against: ONNX Runtime where it is
+    measured (``onnx``), else torch channels_last on a CPU and eager fp32 elsewhere."""
+    if torch.device(device).type != "cpu":
+        return "eager"
+    return "onnxruntime" if onnx else "channels_last"
+
+
+def cpu_candidates(onnx: bool = False) -> list[str]:
+    """CPU variants worth measuring against :func:`fp32_baseline` here: with ``onnx``,
+    torch fp32 in channels_last (ONNX Runtime is not the faster fp32 on every CPU) and
+    int8 with ONNX Runtime; bf16 where the CPU computes it in hardware."""
+    names = ["channels_last", "int8"] if onnx else []
     return names + (["bf16"] if cpu_has_native_bf16() else [])
 
 
@@ -295,12 +302,15 @@ def _cached_choice(store: ModelCache, device: torch.device) -> str | None:
 def measured_variant(model: nn.Module, device: torch.device, store: ModelCache) -> str | None:
     """The fastest CPU variant within the quality budget (:mod:`refocus.inference.budget`),
     measured once per model and cached; None where nothing can be cached (measuring at
-    every start would cost more than it saves)."""
+    every start would cost more than it saves) or there is only the fp32 baseline to run."""
     cached = _cached_choice(store, device)
     if cached is not None or not store.persistent:
         return cached
-    baseline = fp32_baseline(device)
-    names = [baseline, *(n for n in cpu_candidates() if n != baseline)]
+    onnx = onnx_worth_measuring(model)
+    baseline = fp32_baseline(device, onnx)
+    names = [baseline, *(n for n in cpu_candidates(onnx) if n != baseline)]
+    if len(names) == 1:
+        return None  # nothing to compare it with: the default, probe-checked
     log.info("preparing this model for this computer, once: timing %s on the shipped "
              "fields (a minute or two; the choice is cached)", ", ".join(names),
              extra={"notice": True})  # shown by the command line (refocus.cli.notices)

@@ -36,6 +36,7 @@ from torch import nn
 from refocus.errors import RefocusError
 from refocus.fetch import sha256_of
 from refocus.images import atomic_output
+from refocus.inference.cost import macs_per_pixel
 from refocus.inference.memory import peak_bytes_per_pixel
 from refocus.inference.receptive import receptive_radius
 from refocus.zoo import CACHE_ENV
@@ -213,6 +214,12 @@ def cached_peak_bytes_per_pixel(model: nn.Module, device: torch.device) -> float
     device type (its dispatch mode imports torch's compiler stack: seconds per start)."""
     return float(_cached_fact(model, f"peak_bytes_per_pixel:{device.type}",
                               lambda: peak_bytes_per_pixel(model, device)))
+
+
+def cached_macs_per_pixel(model: nn.Module) -> float:
+    """:func:`~refocus.inference.cost.macs_per_pixel`, counted once per model (on the CPU:
+    the count does not depend on the device)."""
+    return float(_cached_fact(model, "macs_per_pixel", lambda: macs_per_pixel(model)))
 
 
 def _cached_fact(model: nn.Module, name: str, measure: Callable[[], float]) -> float:
