@@ -308,7 +308,7 @@ def measured_variant(model: nn.Module, device: torch.device, store: ModelCache) 
         return cached
     onnx = onnx_worth_measuring(model)
     baseline = fp32_baseline(device, onnx)
-    names = [baseline, *(n for n in cpu_candidates(onnx) if n != baseline)]
+    names = [baseline, *cpu_candidates(onnx)]
     if len(names) == 1:
         return None  # nothing to compare it with: the default, probe-checked
     log.info("preparing this model for this computer, once: timing %s on the shipped "

@@ -217,8 +217,8 @@ def cached_peak_bytes_per_pixel(model: nn.Module, device: torch.device) -> float
 
 
 def cached_macs_per_pixel(model: nn.Module) -> float:
-    """:func:`~refocus.inference.cost.macs_per_pixel`, counted once per model (on the CPU:
-    the count does not depend on the device)."""
+    """:func:`~refocus.inference.cost.macs_per_pixel`, counted once per model (on the
+    model's device; the count does not depend on it)."""
     return float(_cached_fact(model, "macs_per_pixel", lambda: macs_per_pixel(model)))
 
 
