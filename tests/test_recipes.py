@@ -94,14 +94,17 @@ def test_unknown_recipe_lists_the_known_ones(tmp_path: Path) -> None:
     assert result.returncode == 2 and "nuclei-widefield" in result.stderr
 
 
-def test_guided_recipe_trains_a_two_channel_model(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("recipe", "guide"), [("nuclei-widefield-wiener", "wiener"),
+                                               ("nuclei-widefield-rl", "rl")])
+def test_guided_recipe_trains_a_two_channel_model(tmp_path: Path, recipe: str,
+                                                  guide: str) -> None:
     from refocus.inference.refocuser import Refocuser
 
     out = tmp_path / "guided.pt"
-    result = _train("--recipe", "nuclei-widefield-wiener", "--out", out, *SHORT)
+    result = _train("--recipe", recipe, "--out", out, *SHORT)
     assert result.returncode == 0, result.stderr[-2000:]
     payload = read_model_file(out)
-    assert payload["train_config"]["guide"] == "wiener"
+    assert payload["train_config"]["guide"] == guide
     assert payload["arch"]["in_channels"] == 2 and payload["train_config"]["epochs"] == 1
-    assert RECIPES.get("nuclei-widefield-wiener").settings()["epochs"] == 80
-    assert Refocuser.from_file(out, mode="eager").guide.name == "wiener"
+    assert RECIPES.get(recipe).settings()["epochs"] == 80
+    assert Refocuser.from_file(out, mode="eager").guide.name == guide

@@ -9,6 +9,12 @@ tiled, from a PSF: in training the simulated crop's own (jittered, so the networ
 to live with a wrong radius), at inference the one :func:`refocus.baselines.blind_psf`
 estimates from the plane (:func:`guide_input`). A model file names its guide in its
 ``train_config``; the network's input has ``1 + channels`` channels, the image first.
+
+Wiener is linear: where the wide disc's transfer function is near zero it can only give
+up, and it leaves 6-9 dB to Richardson-Lucy from 13 um beyond focus on. The ``rl`` guide is
+accelerated Richardson-Lucy (:func:`richardson_lucy_accelerated`), whose positivity
+recovers what Wiener gives up, at 15 iterations' cost; a network trained on it was not
+better enough to ship (docs/models/nuclei-widefield-v2.md, "A successor tried").
 """
 
 from __future__ import annotations
@@ -33,6 +39,16 @@ WIENER_LAMBDA = 3e-3
 #: Pixels of image around a training crop that its guide is computed with (so the crop
 #: sees no border the whole plane would not have).
 CONTEXT = 64
+#: Iterations of the ``rl`` guide (accelerated RL): on the shipped held-out fields 12 were
+#: 1 dB sharper than 15 at 6.5 um from focus and 0.8-0.9 dB blurrier at 24-35 um.
+RL_GUIDE_ITERATIONS = 15
+#: Smallest re-blurred value RL divides by (the plane is scaled to a peak of 1).
+_RL_FLOOR = 1e-6
+#: Largest extrapolation length: 1 would let the estimate run away on a stalled step.
+_MAX_STEP = 0.99
+#: Padded planes from this size on split the RL guide's FFTs over every core (a whole frame
+#: at inference); a training crop's are too small to gain (same bits either way).
+_THREADED_PIXELS = 1024 * 1024
 
 #: ``make(normalised plane, psf) -> guide plane`` (float32).
 GuideFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -70,18 +86,74 @@ def get_guide(name: str | None, where: object = None) -> Guide | None:
     return None if name is None else GUIDES.get(name, where)
 
 
+@dataclass(frozen=True)
+class _Mirrored:
+    """A plane less its background (:func:`~refocus.baselines.estimate_background`, kept
+    out of every inversion), mirrored by the PSF's width on each side, and the FFT frame."""
+
+    padded: np.ndarray
+    background: float
+    margin: int
+    shape: tuple[int, int]
+
+    @classmethod
+    def of(cls, image: np.ndarray, psf: np.ndarray) -> _Mirrored:
+        bg = estimate_background(image)
+        m = psf.shape[0]
+        padded = np.pad(np.asarray(image, np.float32) - bg, m, mode="reflect")
+        shape = tuple(fft.next_fast_len(n, real=True) for n in padded.shape)
+        return cls(padded, bg, m, shape)
+
+    def restore(self, out: np.ndarray, scale: float = 1.0) -> np.ndarray:
+        """``out`` (in the padded frame) cut back to the plane, background added back."""
+        m = self.margin
+        h, w = (n - 2 * m for n in self.padded.shape)
+        return (out[m : m + h, m : m + w] * scale + self.background).astype(np.float32)
+
+
 def wiener_filter(image: np.ndarray, psf: np.ndarray, lam: float = WIENER_LAMBDA) -> np.ndarray:
     """Wiener deconvolution (constant noise-to-signal ``lam``) with mirrored borders, the
-    background (:func:`~refocus.baselines.estimate_background`) kept out of the inversion:
-    one FFT pair, under a second for a 2048^2 frame."""
-    bg = estimate_background(image)
-    m, (h, w) = psf.shape[0], image.shape
-    padded = np.pad(np.asarray(image, np.float32) - bg, m, mode="reflect")
-    shape = tuple(fft.next_fast_len(n, real=True) for n in padded.shape)
-    kernel = kernel_spectrum(psf, shape)
-    spectrum = fft.rfft2(padded, shape, workers=1)
-    out = fft.irfft2(spectrum * np.conj(kernel) / (np.abs(kernel) ** 2 + lam), shape, workers=1)
-    return (out[m : m + h, m : m + w] + bg).astype(np.float32)
+    background kept out of the inversion: one FFT pair, under a second for a 2048^2 frame."""
+    plane = _Mirrored.of(image, psf)
+    kernel = kernel_spectrum(psf, plane.shape)
+    spectrum = fft.rfft2(plane.padded, plane.shape, workers=1)
+    out = fft.irfft2(spectrum * np.conj(kernel) / (np.abs(kernel) ** 2 + lam), plane.shape,
+                     workers=1)
+    return plane.restore(out)
+
+
+def richardson_lucy_accelerated(image: np.ndarray, psf: np.ndarray,
+                                iterations: int = RL_GUIDE_ITERATIONS) -> np.ndarray:
+    """Richardson-Lucy with Biggs & Andrews' (1997) first-order extrapolation, mirrored
+    borders, background kept out: 15 iterations come within 1.5 dB of plain RL's best at
+    24-35 um from focus (where plain RL needs 80-160), at two FFT pairs each."""
+    plane = _Mirrored.of(image, psf)
+    observed = np.clip(plane.padded, 0, None)
+    scale = float(observed.max()) or 1.0
+    observed /= scale
+    kernel = kernel_spectrum(psf, plane.shape)
+    frame = observed.shape
+    workers = -1 if observed.size >= _THREADED_PIXELS else 1
+
+    def blur(u: np.ndarray, spectrum: np.ndarray) -> np.ndarray:
+        out = fft.irfft2(fft.rfft2(u, plane.shape, workers=workers) * spectrum, plane.shape,
+                         workers=workers)
+        return out[: frame[0], : frame[1]]
+
+    estimate, previous, steps = observed, observed, []
+    for _ in range(int(iterations)):
+        y = estimate if len(steps) < 2 else np.maximum(
+            estimate + _step_length(*steps[-2:]) * (estimate - previous), 0)
+        ratio = observed / np.maximum(blur(y, kernel), _RL_FLOOR)
+        previous, estimate = estimate, y * blur(ratio, np.conj(kernel))
+        steps = [*steps[-1:], estimate - y]
+    return plane.restore(estimate, scale)
+
+
+def _step_length(older: np.ndarray, newer: np.ndarray) -> float:
+    """Biggs-Andrews' extrapolation length from the last two RL steps, in [0, 1)."""
+    alpha = float(np.vdot(newer, older)) / (float(np.vdot(older, older)) or 1.0)
+    return min(max(alpha, 0.0), _MAX_STEP)
 
 
 @register_guide("wiener", "the plane Wiener-deconvolved with its (estimated) PSF")
@@ -89,6 +161,13 @@ def wiener_guide(normalised: np.ndarray, psf: np.ndarray) -> np.ndarray:
     """Also in focus, with the in-focus PSF: a guide that changed nature at zero defocus
     would meet near-focus estimates (never exactly 0) it was not trained on."""
     return wiener_filter(normalised, psf)
+
+
+@register_guide("rl", "the plane deconvolved by 15 iterations of accelerated "
+                      "Richardson-Lucy with its (estimated) PSF")
+def rl_guide(normalised: np.ndarray, psf: np.ndarray) -> np.ndarray:
+    """In focus too, like the Wiener guide."""
+    return richardson_lucy_accelerated(normalised, psf)
 
 
 def network_guide(network: object) -> Guide | None:

@@ -56,11 +56,16 @@ class StackCrops(CropDataset):
         crops_per_pair: int = 8,
         augment: bool = True,
         seed: int = 0,
+        guide: str | None = None,
     ) -> None:
         super().__init__(
-            pairs, normalizer, size, crops_per_pair, augment, seed  # type: ignore[arg-type]
+            pairs, normalizer, size, crops_per_pair, augment, seed,  # type: ignore[arg-type]
+            guide,
         )
         self._normalised: dict[tuple[str, int], np.ndarray] = {}
+
+    def raw_input(self, pair: StackPair) -> np.ndarray:  # type: ignore[override]
+        return pair.stack.planes[pair.input]
 
     def _plane(self, stack: ZStack, index: int) -> np.ndarray:
         key = (str(stack.source), index)

@@ -55,7 +55,8 @@ class TrainConfig:
     ``init`` is a refocus model (file or pretrained name) of the same architecture to
     fine-tune, instead of starting from ``weights``. ``guide`` names a guide channel
     (:mod:`refocus.guides`) the network sees beside the image: its input then has two
-    channels (simulated in-focus training only, for now).
+    channels, the guide made as at inference (on pairs of files or z-stack planes, from the
+    PSF estimated on each whole input plane; simulated crops, from their own defocus).
 
     ``zstacks`` (instead of ``data``): z-stack files or folders of them
     (:mod:`refocus.train.zstacks`); each stack's best-focus plane (or ``focus_plane``) is
@@ -166,9 +167,6 @@ class TrainConfig:
         LAYOUTS.get(self.layout, "--layout")
         if self.layout == IN_FOCUS:
             PROTOCOLS.get(self.synthetic, "--synthetic")
-        elif self.guide is not None:
-            raise RefocusError(None, "--guide needs --layout in-focus (pairs simulated from "
-                                     "in-focus fields), for now")
         if f"val_{self.select_by}" not in SELECT:
             raise RefocusError(None, f"--select-by: choose psnr or l1, not {self.select_by!r}")
         if self.layout == "bbbc006":
@@ -179,9 +177,6 @@ class TrainConfig:
             check_z("--target-z", self.target_z)
 
     def _check_zstacks(self) -> None:
-        if self.guide is not None:
-            raise RefocusError(None, "--guide needs --layout in-focus (pairs simulated from "
-                                     "in-focus fields), not --zstacks, for now")
         if self.data is not None:
             raise RefocusError(None, "--data and --zstacks exclude each other (the z-stacks "
                                      "are the data)")

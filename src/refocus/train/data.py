@@ -82,8 +82,10 @@ def prepare_data(
         if isinstance(dataset, SyntheticPairs):
             dataset.warm_up()  # every PSF and table entry now, before workers fork
             continue
-        for pair in track(dataset.pairs, "reading images", console=console, transient=True):
-            dataset.planes(pair)
+        reading = "reading images" + (" and computing their guides" if config.guide else "")
+        for index in track(range(len(dataset.pairs)), reading, console=console,
+                           transient=True):
+            dataset.network_input(index)
     val_loader = DataLoader(val_set, batch_size=config.batch, **loader_kw)
     return TrainData(config, ctx, normalizer, provenance, train_set, val_loader, loader_kw, steps)
 
@@ -97,8 +99,9 @@ def make_datasets(config: TrainConfig, splits: dict[str, list], normalizer: Perc
         crops = StackCrops if config.zstacks else CropDataset
         return (
             crops(splits["train"], normalizer, config.size, config.crops_per_pair, True,
-                  config.seed),
-            crops(splits["val"], normalizer, config.size, config.val_crops, False, config.seed),
+                  config.seed, config.guide),
+            crops(splits["val"], normalizer, config.size, config.val_crops, False, config.seed,
+                  config.guide),
         )
     protocol = PROTOCOLS.get(config.synthetic, "--synthetic")()
 

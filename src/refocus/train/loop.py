@@ -105,7 +105,7 @@ class _Run:
         checkpoint = check_outputs(config)
         self.out, self.last = Path(config.out), last_path(config.out)
         # a wrong --init is refused before the data's half-minute of preparation
-        initial = (initial_weights(config.init, config.network_spec())
+        initial = (initial_weights(config.init, config.network_spec(), config.guide)
                    if config.init is not None and not checkpoint else None)
         self.data = prepare_data(config, ctx, self.device, self.console)
         self.build(checkpoint, initial)

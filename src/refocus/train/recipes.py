@@ -49,6 +49,9 @@ _register("nuclei-widefield", "the shipped default model: nafnet, both sides of 
 _register("nuclei-widefield-wiener",
           "the same with a Wiener-deconvolved copy of the image as a second input channel, "
           "80 epochs", guide="wiener", epochs=80)
+_register("nuclei-widefield-rl",
+          "the same with an accelerated Richardson-Lucy copy of the image as the second "
+          "channel, 80 epochs", guide="rl", epochs=80)
 _register("nuclei-widefield-paper-protocol",
           "the same, trained on z = 1, 5, 10 only (the paper's protocol, for its z = 32 claim)",
           synthetic="paper")

@@ -102,11 +102,18 @@ def _resumable(config: TrainConfig, last: Path) -> dict[str, Any]:
     return checkpoint
 
 
-def initial_weights(init: str, spec: dict[str, Any]) -> dict[str, torch.Tensor]:
+def initial_weights(init: str, spec: dict[str, Any], guide: str | None = None
+                    ) -> dict[str, torch.Tensor]:
     """The weights of the model ``init`` (a file or a pretrained name) to fine-tune, refused
-    unless it was built exactly as this run's network (architecture and its arguments)."""
+    unless it was built exactly as this run's network (architecture and its arguments) and
+    sees the same guide channel (the same weights read a Wiener and an RL copy alike)."""
     path = resolve_model(init)
     payload = read_model_file(path)
+    seen = payload.get("train_config", {}).get("guide")
+    if seen != guide:  # first: a guide also changes the input channels
+        hint = f"give --guide {seen}" if seen else "leave --guide out"
+        raise RefocusError(path, f"--init: this model sees the guide {seen!r}, the run trains "
+                                 f"with {guide!r} ({hint})")
     if payload["arch"] != spec:
         raise RefocusError(path, f"--init: this model is {payload['arch']!r}, the run trains "
                                  f"{spec!r} (give the same --arch and its settings)")
