@@ -43,13 +43,17 @@ def guided_net(seed: int = 0) -> CompactUNet:
     return net.eval()
 
 
+def tiny_arch(in_channels: int) -> dict:
+    """The model file's ``arch`` entry of the networks :func:`guided_net` builds."""
+    return {"arch": "nafnet", "width": 8, "encoder_blocks": [1, 1], "middle_blocks": 1,
+            "decoder_blocks": [1, 1], "attention_window": 0, "in_channels": in_channels}
+
+
 @pytest.fixture(scope="module")
 def guided_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     net = guided_net()
-    arch = {"arch": "nafnet", "width": 8, "encoder_blocks": [1, 1], "middle_blocks": 1,
-            "decoder_blocks": [1, 1], "attention_window": 0, "in_channels": 2}
     path = tmp_path_factory.mktemp("guided") / "guided.pt"
-    return save_model(path, net, arch=arch, normalizer=PercentileNormalizer(),
+    return save_model(path, net, arch=tiny_arch(2), normalizer=PercentileNormalizer(),
                       train_config={"guide": "wiener", "channels": ["w1"]},
                       provenance={}, history=[])
 
@@ -246,10 +250,8 @@ def test_guided_model_trains_on_zstacks_and_init_must_share_its_guide(
     assert initial_weights(str(out), spec, "rl").keys() == loaded.model.state_dict().keys()
     with pytest.raises(RefocusError, match="sees the guide 'rl', the run trains with 'wiener'"):
         initial_weights(str(out), spec, "wiener")
-    arch = {"arch": "nafnet", "width": 8, "encoder_blocks": [1, 1], "middle_blocks": 1,
-            "decoder_blocks": [1, 1], "attention_window": 0, "in_channels": 1}
-    plain = save_model(tmp_path / "plain.pt", CompactUNet(8, (1, 1), 1, (1, 1), 0), arch=arch,
-                       normalizer=PercentileNormalizer(), train_config={}, provenance={},
-                       history=[])
+    plain = save_model(tmp_path / "plain.pt", CompactUNet(8, (1, 1), 1, (1, 1), 0),
+                       arch=tiny_arch(1), normalizer=PercentileNormalizer(), train_config={},
+                       provenance={}, history=[])
     with pytest.raises(RefocusError, match=r"\(leave --guide out\)"):
-        initial_weights(str(plain), arch, "rl")
+        initial_weights(str(plain), tiny_arch(1), "rl")

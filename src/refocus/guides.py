@@ -132,6 +132,7 @@ def richardson_lucy_accelerated(image: np.ndarray, psf: np.ndarray,
     scale = float(observed.max()) or 1.0
     observed /= scale
     kernel = kernel_spectrum(psf, plane.shape)
+    adjoint = np.conj(kernel)  # the flipped PSF's spectrum, once for every iteration
     frame = observed.shape
     workers = -1 if observed.size >= _THREADED_PIXELS else 1
 
@@ -145,7 +146,7 @@ def richardson_lucy_accelerated(image: np.ndarray, psf: np.ndarray,
         y = estimate if len(steps) < 2 else np.maximum(
             estimate + _step_length(*steps[-2:]) * (estimate - previous), 0)
         ratio = observed / np.maximum(blur(y, kernel), _RL_FLOOR)
-        previous, estimate = estimate, y * blur(ratio, np.conj(kernel))
+        previous, estimate = estimate, y * blur(ratio, adjoint)
         steps = [*steps[-1:], estimate - y]
     return plane.restore(estimate, scale)
 
@@ -163,8 +164,8 @@ def wiener_guide(normalised: np.ndarray, psf: np.ndarray) -> np.ndarray:
     return wiener_filter(normalised, psf)
 
 
-@register_guide("rl", "the plane deconvolved by 15 iterations of accelerated "
-                      "Richardson-Lucy with its (estimated) PSF")
+@register_guide("rl", f"the plane deconvolved by {RL_GUIDE_ITERATIONS} iterations of "
+                      "accelerated Richardson-Lucy with its (estimated) PSF")
 def rl_guide(normalised: np.ndarray, psf: np.ndarray) -> np.ndarray:
     """In focus too, like the Wiener guide."""
     return richardson_lucy_accelerated(normalised, psf)

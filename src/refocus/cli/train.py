@@ -82,8 +82,7 @@ def train_cmd(
                              "same architecture instead of starting afresh."),
     guide: str | None = typer.Option(
         None, help="A second input channel computed from the image (wiener: its Wiener-"
-                   "deconvolved copy; rl: accelerated Richardson-Lucy); layout in-focus, "
-                   "nafnet."),
+                   "deconvolved copy; rl: accelerated Richardson-Lucy); nafnet, any data."),
     no_pretrained: bool = typer.Option(
         False, "--no-pretrained", help="Start the encoder from random weights (no download)."),
     weights: Path | None = typer.Option(
